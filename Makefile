@@ -1,0 +1,43 @@
+# `make help` lists the targets. Every target builds .venv first when it is missing.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+RUN ?= main
+# Nothing is ever downloaded at run time: the embedded models and data are built locally.
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export MPLBACKEND := Agg
+PAPERMILL := $(PY) -m papermill -k python3 --progress-bar
+
+.PHONY: help venv test reproduce pool credibility lab clean-quick
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: environment.yml pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	sed -n 's/^ *- \([A-Za-z0-9_.-]*==[^ #]*\).*/\1/p' environment.yml > $(VENV)/requirements.txt
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r $(VENV)/requirements.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	$(PY) -m ipykernel install --sys-prefix --name python3 > /dev/null
+	touch $@
+
+venv: $(VENV)/.installed ## build .venv from the pins in environment.yml (pip; no conda needed)
+
+test: venv ## run the tests and execute every notebook at its quick defaults (nbval)
+	$(PY) -m pytest -q tests notebooks --nbval-lax
+
+reproduce: venv ## the main job: regenerate results/$(RUN)/ from configs/$(RUN).yaml
+	mkdir -p results/$(RUN)
+	$(PAPERMILL) -f configs/$(RUN).yaml notebooks/00_make_pool.ipynb results/$(RUN)/00_make_pool.ipynb
+	$(PY) -m ost.credibility --config configs/$(RUN).yaml --out results/$(RUN)/credibility.json
+
+lab: venv ## open the notebooks in JupyterLab
+	$(VENV)/bin/jupyter lab notebooks
+
+clean-quick: ## delete the quick-run outputs (results/quick/)
+	rm -rf results/quick

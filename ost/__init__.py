@@ -1,0 +1,12 @@
+"""ost: One-Step-Train data selection for multimodal SFT, reproduced at small scale.
+
+Importing the package switches the Hugging Face hub off before transformers is loaded:
+the embedded default needs no network, and a real checkpoint must already be on disk.
+"""
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+__version__ = "0.1.0"

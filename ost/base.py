@@ -1,0 +1,105 @@
+"""The base stage: each tiny preset is pretrained once on clean, cheap data, then cached.
+
+A real Qwen-VL starts SFT already able to see and to add; a from-scratch tiny model does not,
+and then seed noise drowns every data effect (design notes §6). So each preset first learns
+digit captions ("Which digits are shown?") and text-only arithmetic, and every warmup and SFT
+run starts from that base. The cache key is the preset, the tokenizer corpus and the recipe.
+"""
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from . import data, models, paths, pool, train
+from . import digits as dg
+
+TOKENIZER_CORPUS = dict(n_groups=600, copies=1, seed=12345)   # text the BPE is trained on
+BASE_RECIPE = dict(vision_images=6000, vision_epochs=3, n_samples=10000, epochs=3, batch_size=32, lr=2e-3, seed=0)
+
+
+def _key(payload) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def tokenizer(vocab_size: int = 384):
+    """The embedded tokenizer, trained once on the generator's text (cached under data/)."""
+    folder = paths.DATA / "tokenizer" / f"bpe-{_key([TOKENIZER_CORPUS, vocab_size])}"
+    if (folder / "tokenizer.json").exists():
+        return models.PreTrainedTokenizerFast.from_pretrained(folder)
+    texts = [r["question"] + "\n" + r["answer"] for r in pool.make_pool_records(noise_rate=0.35,
+                                                                                **TOKENIZER_CORPUS)]
+    texts += [r["question"] + "\n" + r["answer"] for r in pool.make_base_records(2000)]
+    tok = models.train_tokenizer(texts, vocab_size)
+    tok.save_pretrained(folder)
+    return models.PreTrainedTokenizerFast.from_pretrained(folder)
+
+
+def pretrain_vision(model, processor, n_images=6000, epochs=2, batch_size=64, lr=2e-3, seed=0,
+                    progress=True) -> list:
+    """Teach the vision tower to tell digits apart before it meets the language model.
+
+    The analogue of Qwen-VL's pretrained ViT. Trained jointly from scratch, the tiny decoder learns
+    the answer prior long before the tower learns to see and then stops listening to the image
+    (measured: captions stuck at chance); a linear probe per merged token (10 digits + blank),
+    trained with the tower and thrown away, gives the tower features worth attending to.
+    """
+    rng = np.random.default_rng([seed, 4])
+    cells = [[None if rng.random() < 0.2 else int(rng.integers(10)) for _ in range(dg.GRID ** 2)]
+             for _ in range(n_images)]
+    vis = processor(images=[dg.draw(c, "pool", rng) for c in cells], return_tensors="pt")
+    pix = vis["pixel_values"].view(n_images, -1, vis["pixel_values"].shape[-1])
+    grid = vis["image_grid_thw"]
+    labels = torch.tensor([[10 if d is None else d for d in c] for c in cells])
+    tower = model.model.visual
+    torch.manual_seed(seed)
+    head = torch.nn.Linear(model.config.text_config.hidden_size, 11)
+    opt = torch.optim.AdamW(list(tower.parameters()) + list(head.parameters()), lr=lr)
+    history, steps = [], epochs * (n_images // batch_size)
+    order = torch.randperm(n_images, generator=torch.Generator().manual_seed(seed))
+    for step in tqdm(range(steps), desc="vision pretraining", disable=not progress):
+        pos = step % (n_images // batch_size)
+        if pos == 0 and step:
+            order = order[torch.randperm(n_images, generator=torch.Generator().manual_seed(seed + step))]
+        idx = order[pos * batch_size:(pos + 1) * batch_size]
+        feats = tower(pix[idx].flatten(0, 1), grid_thw=grid[idx]).pooler_output
+        loss = torch.nn.functional.cross_entropy(head(feats), labels[idx].flatten())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        history.append(float(loss))
+    return history
+
+
+def base_dir(preset, **recipe) -> Path:
+    spec = models.PRESETS[preset] if isinstance(preset, str) else preset
+    name = preset if isinstance(preset, str) else "custom"
+    return paths.DATA / "base" / f"{name}-{_key([spec, {**BASE_RECIPE, **recipe}, TOKENIZER_CORPUS])}"
+
+
+def load_base(preset: str = "proxy", progress: bool = True, **recipe):
+    """(model, tokenizer, processor) of the pretrained base of a preset; trains and caches it once."""
+    unknown = set(recipe) - set(BASE_RECIPE)
+    if unknown:
+        raise TypeError(f"unknown base recipe key(s) {sorted(unknown)}; known: {sorted(BASE_RECIPE)}")
+    r = {**BASE_RECIPE, **recipe}
+    folder = base_dir(preset, **recipe)
+    if (folder / "base.json").exists():
+        return models.load(folder)
+    tok, proc = tokenizer(), models.image_processor()
+    model = models.build(preset, tok, seed=r["seed"])
+    vision_log = pretrain_vision(model, proc, r["vision_images"], r["vision_epochs"], seed=r["seed"],
+                                 progress=progress)
+    ds = data.to_dataset(pool.make_base_records(r["n_samples"], seed=r["seed"]))
+    frozen = [p for n, p in model.model.visual.named_parameters() if not n.startswith("merger.")]
+    for p in frozen:    # keep the tower's features while the decoder learns to read them
+        p.requires_grad_(False)
+    log = train.sft(model, tok, proc, ds, epochs=r["epochs"], batch_size=r["batch_size"], lr=r["lr"],
+                    seed=r["seed"], progress=progress)
+    for p in frozen:
+        p.requires_grad_(True)
+    models.save(folder, model, tok, proc)
+    (folder / "base.json").write_text(json.dumps({"preset": preset, "recipe": r, "vision_loss": vision_log[-20:], **log}, indent=1))
+    return models.load(folder)

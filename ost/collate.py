@@ -1,0 +1,79 @@
+"""Samples → Qwen2-VL inputs: chat template, image patches, image-pad expansion, answer-only labels.
+
+The same calls work for the embedded tokenizer and a real Qwen tokenizer + image processor:
+the prompt is the chat template's user turn (image + question) plus the assistant header; the
+answer and the end-of-turn token are the only positions the loss sees.
+"""
+import torch
+
+IGNORE = -100
+
+
+class Collator:
+    """Callable for a DataLoader or Trainer: list of sample dicts → batch of tensors.
+
+    `with_answer=False` builds prompts only (left-padded) for generation.
+    """
+
+    def __init__(self, tokenizer, processor, with_answer: bool = True, padding_side: str | None = None,
+                 max_length: int | None = None):
+        self.tok, self.proc = tokenizer, processor
+        self.with_answer = with_answer
+        self.padding_side = padding_side or ("right" if with_answer else "left")
+        self.max_length = max_length
+        self.image_token_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
+        end = "<|im_end|>"
+        self.end_text = end if tokenizer.convert_tokens_to_ids(end) != tokenizer.unk_token_id else tokenizer.eos_token
+        self.merge = getattr(processor, "merge_size", 2)
+
+    def prompt_text(self, sample) -> str:
+        content = [{"type": "text", "text": sample["question"]}]
+        if sample.get("image") is not None:
+            content.insert(0, {"type": "image"})
+        messages = [{"role": "user", "content": content}]
+        return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def _ids(self, text):
+        return self.tok(text, add_special_tokens=False)["input_ids"]
+
+    def __call__(self, samples) -> dict:
+        images = [s["image"].convert("RGB") for s in samples if s.get("image") is not None]
+        vision = self.proc(images=images, return_tensors="pt") if images else {}
+        counts = iter((vision["image_grid_thw"].prod(-1) // self.merge**2).tolist() if images else [])
+        rows, labels = [], []
+        for s in samples:
+            prompt = []
+            for t in self._ids(self.prompt_text(s)):   # one <|image_pad|> per image → its token count
+                prompt.extend([t] * next(counts) if t == self.image_token_id else [t])
+            answer = self._ids(s["answer"] + self.end_text) if self.with_answer else []
+            ids = prompt + answer
+            if self.max_length and len(ids) > self.max_length:
+                raise ValueError(f"sample {s.get('id')!r} has {len(ids)} tokens, over max_length={self.max_length}")
+            rows.append(ids)
+            labels.append([IGNORE] * len(prompt) + answer)
+        width = max(map(len, rows))
+        batch = {"input_ids": self._pad(rows, width, self.tok.pad_token_id),
+                 "attention_mask": self._pad([[1] * len(r) for r in rows], width, 0)}
+        batch["mm_token_type_ids"] = (batch["input_ids"] == self.image_token_id).long() * batch["attention_mask"]
+        if self.with_answer:
+            batch["labels"] = self._pad(labels, width, IGNORE)
+        if images:
+            batch["pixel_values"] = vision["pixel_values"]
+            batch["image_grid_thw"] = vision["image_grid_thw"]
+        return batch
+
+    def _pad(self, rows, width, value):
+        def pad(r):
+            fill = [value] * (width - len(r))
+            return fill + r if self.padding_side == "left" else r + fill
+        return torch.tensor([pad(r) for r in rows], dtype=torch.long)
+
+
+def per_sample_loss(model, batch) -> torch.Tensor:
+    """Mean cross-entropy over each sample's answer tokens, shape (B,): the loss OST differentiates."""
+    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    logits = model(**inputs).logits[:, :-1].float()
+    target = batch["labels"][:, 1:]
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, ignore_index=IGNORE, reduction="none")
+    mask = (target != IGNORE).float()
+    return (nll * mask).sum(1) / mask.sum(1).clamp(min=1)

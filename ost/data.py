@@ -1,0 +1,91 @@
+"""The sample schema every source maps into, and the generated pool as a DatasetDict on disk.
+
+A sample is `{id, image, question, answer, final, task, difficulty, noise, group}`: `answer` is the
+short rationale plus the final line the model is trained to write, `final` the answer it states
+(what exact match compares), `noise` the planted label ("clean" for real data), `group` the item
+that near-duplicates share (for real data, the image).
+"""
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import datasets
+
+from . import paths, pool
+
+FIELDS = ("id", "image", "question", "answer", "final", "task", "difficulty", "noise", "group")
+FEATURES = datasets.Features({
+    "id": datasets.Value("string"), "image": datasets.Image(), "question": datasets.Value("string"),
+    "answer": datasets.Value("string"), "final": datasets.Value("string"), "task": datasets.Value("string"),
+    "difficulty": datasets.Value("int32"), "noise": datasets.Value("string"), "group": datasets.Value("string"),
+})
+SPLITS = ("pool", "validation", "test")
+POOL_DEFAULTS = dict(n_groups=1200, copies=5, noise_rate=0.35, systematic_share=0.6, carry_share=0.67,
+                     duplicate_rate=0.05, n_val=200, n_test=400, seed=0)
+
+
+def extract_final(text: str) -> str:
+    """The final answer stated on the last `Answer: …` line, '' when there is none."""
+    if "Answer:" not in text:
+        return ""
+    return text.rsplit("Answer:", 1)[1].strip().split("\n", 1)[0].strip().rstrip(".").strip()
+
+
+def normalize_final(text: str) -> str:
+    """Compare finals loosely on form, strictly on content: case, spaces, a trailing period."""
+    return re.sub(r"\s+", " ", str(text)).strip().rstrip(".").strip().lower()
+
+
+def to_dataset(records: list) -> datasets.Dataset:
+    return datasets.Dataset.from_list([{k: r[k] for k in FIELDS} for r in records], features=FEATURES)
+
+
+def pool_params(**overrides) -> dict:
+    unknown = set(overrides) - set(POOL_DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown pool parameter(s) {sorted(unknown)}; known: {sorted(POOL_DEFAULTS)}")
+    return {**POOL_DEFAULTS, **overrides}
+
+
+def pool_dir(params: dict) -> Path:
+    """data/pools/synth-<hash of the parameters>: a cache key, so each setting is built once."""
+    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+    return paths.DATA / "pools" / f"synth-{key}"
+
+
+def build_pool(**overrides) -> datasets.DatasetDict:
+    """Generate the pool and its clean validation and test splits (seeded, in memory)."""
+    p = pool_params(**overrides)
+    gen = {k: p[k] for k in ("n_groups", "copies", "noise_rate", "systematic_share", "carry_share",
+                             "duplicate_rate", "seed")}
+    return datasets.DatasetDict({
+        "pool": to_dataset(pool.make_pool_records(**gen)),
+        "validation": to_dataset(pool.make_clean_records("val", p["n_val"], seed=p["seed"])),
+        "test": to_dataset(pool.make_clean_records("test", p["n_test"], seed=p["seed"])),
+    })
+
+
+def make_pool(out_dir=None, overwrite=False, **overrides) -> Path:
+    """Build the pool once and save it as a DatasetDict; returns its folder (reused when present)."""
+    p = pool_params(**overrides)
+    out = Path(out_dir) if out_dir else pool_dir(p)
+    if (out / "params.json").exists() and not overwrite:
+        return out
+    build_pool(**p).save_to_disk(str(out))
+    (out / "params.json").write_text(json.dumps(p, indent=1, sort_keys=True))
+    return out
+
+
+def load_pool(folder) -> datasets.DatasetDict:
+    folder = Path(folder)
+    if not (folder / "dataset_dict.json").exists():
+        raise FileNotFoundError(f"no pool at {folder}: run notebooks/00_make_pool.ipynb "
+                                "(or ost.data.make_pool) first")
+    return datasets.load_from_disk(str(folder))
+
+
+def composition(ds: datasets.Dataset, column: str = "noise") -> dict:
+    """Count of samples per value of a label column, largest first."""
+    values = ds[column]
+    return dict(sorted({v: values.count(v) for v in set(values)}.items(), key=lambda kv: -kv[1]))

@@ -1,0 +1,141 @@
+"""A seeded synthetic multimodal-math pool with planted, labelled noise, like a raw synthetic SFT set.
+
+Redundant the way real pools are (MathV360K asks ~9 questions per image): each *group* is one
+item (family + digits) asked `copies` times with other handwriting and other phrasing. Noise:
+- systematic (whole groups from a faulty generator): `carry_dropped`, `digit_misread`;
+- random (single samples): `wrong_answer`, `contradiction`, `wrong_image`, `garbled`, `truncated`,
+  `boilerplate`;
+- `duplicate`: an exact copy of another pool sample (wasteful, not toxic).
+Validation and test splits are clean, one sample per item, drawn from handwriting the pool never saw.
+"""
+import numpy as np
+
+from . import digits as dg
+from . import tasks
+
+SYSTEMATIC = ("carry_dropped", "digit_misread")
+RANDOM = ("wrong_answer", "contradiction", "wrong_image", "garbled", "truncated", "boilerplate")
+TOXIC = SYSTEMATIC + RANDOM
+NOISE_KINDS = ("clean", "duplicate") + TOXIC
+BOILERPLATE = ("I'm sorry, but I can't help with that request.",
+               "As an AI language model, I cannot see images. Please describe it in words.",
+               "Great question! Math is a wonderful subject to explore.")
+
+
+def _item(family, digits, side, rng, gid, bug="clean"):
+    answer, final = tasks.solve(family, digits, bug)
+    return {"image": dg.draw(tasks.FAMILIES[family].layout(digits, rng), side, rng),
+            "question": str(rng.choice(tasks.FAMILIES[family].questions)), "answer": answer,
+            "final": final, "task": family, "difficulty": tasks.difficulty(family, digits),
+            "noise": "clean" if bug == "clean" else bug, "group": gid, "_digits": digits}
+
+
+def _corrupt(s, kind, rng, other):
+    """Rewrite one clean sample in place into a random-noise sample of `kind`."""
+    if kind == "wrong_answer":      # a consistent but wrong computation
+        value = int(s["final"]) + int(rng.choice([-3, -2, -1, 1, 2, 3]))
+        value = value if value >= 0 else int(s["final"]) + 2
+        head = s["answer"].rsplit("=", 1)[0]
+        s["answer"], s["final"] = f"{head}= {value}. Answer: {value}", str(value)
+    elif kind == "contradiction":   # the rationale computes one thing, the final line says another
+        value = int(s["final"]) + int(rng.choice([1, 2, 3]))
+        s["answer"] = s["answer"].rsplit("Answer:", 1)[0] + f"Answer: {value}"
+        s["final"] = str(value)
+    elif kind == "wrong_image":     # the image belongs to another item
+        s["image"] = other["image"]
+    elif kind == "garbled":         # shuffled characters
+        chars = list(s["answer"])
+        rng.shuffle(chars)
+        s["answer"] = "".join(chars)
+    elif kind == "truncated":       # cut before the final answer
+        s["answer"] = s["answer"][: int(rng.integers(8, s["answer"].index("Answer:")))].rstrip()
+    elif kind == "boilerplate":     # off-task text
+        s["answer"] = str(rng.choice(BOILERPLATE))
+    s["noise"] = kind
+
+
+def _pick_groups(groups, bug, budget, rng, taken):
+    """Whole groups whose items the faulty generator gets wrong, until `budget` samples are used."""
+    chosen, used = [], 0
+    for g in rng.permutation(len(groups)):
+        fam, ds, size = groups[g]
+        if used >= budget:
+            break
+        if g not in taken and tasks.bug_applies(fam, ds, bug):
+            chosen.append(int(g))
+            taken.add(int(g))
+            used += size
+    return set(chosen)
+
+
+def make_pool_records(n_groups=1200, copies=5, noise_rate=0.35, systematic_share=0.6,
+                      carry_share=0.67, duplicate_rate=0.05, families=tuple(tasks.FAMILIES),
+                      seed=0) -> list:
+    """The pool as a list of sample dicts (ids assigned, order shuffled). Same seed, same pool."""
+    rng = np.random.default_rng(seed)
+    fams = [str(f) for f in rng.choice(list(families), size=n_groups)]
+    groups = [(f, tasks.sample_digits(f, rng), copies) for f in fams]
+    n = n_groups * copies
+    n_sys = round(n * noise_rate * systematic_share)
+    taken = set()
+    bugs = {g: "carry_dropped" for g in _pick_groups(groups, "carry_dropped", round(n_sys * carry_share), rng, taken)}
+    n_carry = sum(copies for _ in bugs)
+    bugs |= {g: "digit_misread" for g in _pick_groups(groups, "digit_misread", n_sys - n_carry, rng, taken)}
+    records = [_item(f, ds, "pool", rng, f"g{g:05d}", bugs.get(g, "clean"))
+               for g, (f, ds, size) in enumerate(groups) for _ in range(size)]
+
+    clean = [i for i, r in enumerate(records) if r["noise"] == "clean"]
+    n_random = max(0, round(n * noise_rate) - sum(r["noise"] != "clean" for r in records))
+    picks = rng.permutation(clean)[:n_random]
+    for k, i in enumerate(picks):
+        kind = RANDOM[k % len(RANDOM)]
+        other = records[int(rng.integers(len(records)))]
+        while other["_digits"] == records[i]["_digits"]:
+            other = records[int(rng.integers(len(records)))]
+        _corrupt(records[i], kind, rng, other)
+    clean = [i for i, r in enumerate(records) if r["noise"] == "clean"]
+    for i in rng.permutation(clean)[:round(n * duplicate_rate)]:
+        records.append(dict(records[int(i)], noise="duplicate"))
+
+    order = rng.permutation(len(records))
+    out = []
+    for k, i in enumerate(order):
+        r = {key: v for key, v in records[int(i)].items() if key != "_digits"}
+        out.append({"id": f"pool-{k:06d}", **r})
+    return out
+
+
+def make_clean_records(split, n, families=tuple(tasks.FAMILIES), seed=0) -> list:
+    """Clean samples, one per item, drawn on the `val` or `test` side of the handwriting split."""
+    rng = np.random.default_rng([seed, {"val": 1, "test": 2}[split]])
+    out = []
+    for k in range(n):
+        fam = str(families[k % len(families)])
+        r = _item(fam, tasks.sample_digits(fam, rng), split, rng, f"{split}-g{k:05d}")
+        r.pop("_digits")
+        out.append({"id": f"{split}-{k:06d}", **r})
+    return out
+
+
+def make_base_records(n, seed=0) -> list:
+    """Clean, cheap pretraining data: digit captions on pool-side images and text-only arithmetic.
+
+    The analogue of a pretrained Qwen-VL base: it teaches perception and the arithmetic facts,
+    not the task format, so SFT data still decides what the model does with them.
+    """
+    rng = np.random.default_rng([seed, 3])
+    out = []
+    for k in range(n):
+        ds = [int(d) for d in rng.integers(0, 10, size=int(rng.integers(2, 5)))]
+        base = {"id": f"base-{k:06d}", "final": "", "task": "base", "difficulty": 0,
+                "noise": "clean", "group": f"base-{k:06d}"}
+        if k % 2 == 0:
+            cells = tasks.FAMILIES["total" if len(ds) > 2 else "sum"].layout(ds, rng)
+            out.append({**base, "image": dg.draw(cells, "pool", rng), "question": "Which digits are shown?",
+                        "answer": tasks.reading(ds)})
+            continue
+        op = ("sum", "difference", "product", "total")[(k // 2) % 4]
+        ds = ds[:2] if op != "total" else ds
+        line, _ = tasks.FAMILIES[op].compute(ds)
+        out.append({**base, "image": None, "question": f"What is {line.split(' =')[0]}?", "answer": f"{line}."})
+    return out

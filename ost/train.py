@@ -1,0 +1,99 @@
+"""Supervised fine-tuning with `transformers.Trainer`, and evaluation by greedy decoding.
+
+Trainer keeps the loop standard: on a GPU machine the same call runs under accelerate/torchrun.
+Accuracy is exact match of the final answer (the text after "Answer:") on a clean split.
+"""
+import tempfile
+import time
+from collections import defaultdict
+
+import torch
+from tqdm.auto import tqdm
+from transformers import Trainer, TrainerCallback, TrainingArguments
+
+from .collate import Collator, per_sample_loss
+from .data import extract_final, normalize_final
+
+
+class _History(TrainerCallback):
+    def __init__(self):
+        self.rows = []
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if logs and "loss" in logs:
+            self.rows.append({"step": state.global_step, "epoch": state.epoch, "loss": float(logs["loss"])})
+
+
+def sft(model, tokenizer, processor, dataset, *, epochs: float = 3, batch_size: int = 32, grad_accum: int = 1,
+        lr: float = 1e-3, max_steps: int = -1, warmup_ratio: float = 0.05, weight_decay: float = 0.0,
+        seed: int = 0, progress: bool = True, logging_steps: int = 10) -> dict:
+    """Fine-tune `model` in place on `dataset` (the sample schema); returns loss history and cost.
+
+    `max_steps` > 0 overrides `epochs` (the fixed-compute protocol gives every subset the same steps).
+    """
+    if len(dataset) == 0:
+        raise ValueError("cannot fine-tune on an empty dataset")
+    history = _History()
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArguments(
+            output_dir=tmp, num_train_epochs=epochs, max_steps=max_steps, per_device_train_batch_size=batch_size,
+            gradient_accumulation_steps=grad_accum, learning_rate=lr, lr_scheduler_type="cosine",
+            warmup_steps=warmup_ratio, weight_decay=weight_decay, seed=seed, data_seed=seed,
+            logging_steps=logging_steps, save_strategy="no", report_to="none", remove_unused_columns=False,
+            disable_tqdm=not progress, dataloader_num_workers=0, optim="adamw_torch")
+        trainer = Trainer(model=model, args=args, train_dataset=dataset,
+                          data_collator=Collator(tokenizer, processor), callbacks=[history])
+        start = time.perf_counter()
+        out = trainer.train()
+        seconds = time.perf_counter() - start
+    model.eval()
+    return {"history": history.rows, "train_seconds": seconds, "steps": out.global_step,
+            "train_loss": out.training_loss, "n_train": len(dataset), "seed": seed}
+
+
+def _batches(dataset, batch_size):
+    for i in range(0, len(dataset), batch_size):
+        yield dataset.select(range(i, min(i + batch_size, len(dataset))))
+
+
+@torch.no_grad()
+def answer_losses(model, tokenizer, processor, dataset, batch_size: int = 64) -> torch.Tensor:
+    """Per-sample mean answer loss over a dataset, in order."""
+    was_training = model.training
+    model.eval()
+    collate = Collator(tokenizer, processor)
+    out = torch.cat([per_sample_loss(model, collate(list(b))) for b in _batches(dataset, batch_size)])
+    model.train(was_training)
+    return out
+
+
+@torch.no_grad()
+def generate(model, tokenizer, processor, dataset, batch_size: int = 64, max_new_tokens: int = 40,
+             progress: bool = False) -> list:
+    """Greedy completions of each sample's prompt, in order."""
+    was_training = model.training
+    model.eval()
+    collate = Collator(tokenizer, processor, with_answer=False)
+    texts = []
+    for batch in tqdm(list(_batches(dataset, batch_size)), desc="generate", disable=not progress):
+        inputs = collate(list(batch))
+        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=tokenizer.pad_token_id)
+        texts += tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    model.train(was_training)
+    return texts
+
+
+def evaluate(model, tokenizer, processor, dataset, batch_size: int = 64, max_new_tokens: int = 40,
+             progress: bool = False) -> dict:
+    """Exact match of the final answer, overall and per task family, plus the mean answer loss."""
+    preds = generate(model, tokenizer, processor, dataset, batch_size, max_new_tokens, progress)
+    hits = defaultdict(list)
+    for pred, final, task in zip(preds, dataset["final"], dataset["task"]):
+        hit = normalize_final(extract_final(pred)) == normalize_final(final)
+        hits[task].append(hit)
+        hits["all"].append(hit)
+    losses = answer_losses(model, tokenizer, processor, dataset, batch_size)
+    return {"accuracy": sum(hits["all"]) / len(hits["all"]),
+            "per_task": {t: sum(h) / len(h) for t, h in sorted(hits.items()) if t != "all"},
+            "loss": float(losses.mean()), "n": len(preds), "predictions": preds}
