@@ -17,11 +17,13 @@ from . import data, models, paths, pool, train
 from . import digits as dg
 
 TOKENIZER_CORPUS = dict(n_groups=600, copies=1, seed=12345)   # text the BPE is trained on
-BASE_RECIPE = dict(vision_images=6000, vision_epochs=3, n_samples=10000, epochs=3, batch_size=32, lr=2e-3, seed=0)
+BASE_RECIPE = dict(vision_images=6000, vision_epochs=3, n_samples=16000, epochs=3, batch_size=32, lr=2e-3, seed=0)
+CACHE_VERSION = 1     # bump when the recipe's code changes what a cached base holds
 
 
 def _key(payload) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+    return hashlib.sha256(json.dumps([CACHE_VERSION, pool.GENERATOR_VERSION, payload],
+                                     sort_keys=True).encode()).hexdigest()[:10]
 
 
 def tokenizer(vocab_size: int = 384):
@@ -69,7 +71,7 @@ def pretrain_vision(model, processor, n_images=6000, epochs=2, batch_size=64, lr
         opt.zero_grad()
         loss.backward()
         opt.step()
-        history.append(float(loss))
+        history.append(loss.item())
     return history
 
 
@@ -93,13 +95,8 @@ def load_base(preset: str = "proxy", progress: bool = True, **recipe):
     vision_log = pretrain_vision(model, proc, r["vision_images"], r["vision_epochs"], seed=r["seed"],
                                  progress=progress)
     ds = data.to_dataset(pool.make_base_records(r["n_samples"], seed=r["seed"]))
-    frozen = [p for n, p in model.model.visual.named_parameters() if not n.startswith("merger.")]
-    for p in frozen:    # keep the tower's features while the decoder learns to read them
-        p.requires_grad_(False)
     log = train.sft(model, tok, proc, ds, epochs=r["epochs"], batch_size=r["batch_size"], lr=r["lr"],
-                    seed=r["seed"], progress=progress)
-    for p in frozen:
-        p.requires_grad_(True)
+                    seed=r["seed"], freeze_vision=True, progress=progress)
     models.save(folder, model, tok, proc)
     (folder / "base.json").write_text(json.dumps({"preset": preset, "recipe": r, "vision_loss": vision_log[-20:], **log}, indent=1))
     return models.load(folder)

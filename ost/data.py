@@ -50,7 +50,7 @@ def pool_params(**overrides) -> dict:
 
 def pool_dir(params: dict) -> Path:
     """data/pools/synth-<hash of the parameters>: a cache key, so each setting is built once."""
-    key = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:10]
+    key = hashlib.sha256(json.dumps([pool.GENERATOR_VERSION, params], sort_keys=True).encode()).hexdigest()[:10]
     return paths.DATA / "pools" / f"synth-{key}"
 
 

@@ -32,17 +32,33 @@ class Family:
         return cells
 
 
-def _sum(ds):
-    return f"{' + '.join(map(str, ds))} = {sum(ds)}", sum(ds)
+def _keep(value, drop_carry):
+    return value % 10 if drop_carry else value
 
 
-def _difference(ds):
+def _sum(ds, drop_carry=False):
+    value = _keep(ds[0] + ds[1], drop_carry)
+    return f"{ds[0]} + {ds[1]} = {value}", value
+
+
+def _difference(ds, drop_carry=False):
     hi, lo = max(ds), min(ds)
     return f"{hi} - {lo} = {hi - lo}", hi - lo
 
 
-def _product(ds):
-    return f"{ds[0]} * {ds[1]} = {ds[0] * ds[1]}", ds[0] * ds[1]
+def _product(ds, drop_carry=False):
+    value = _keep(ds[0] * ds[1], drop_carry)
+    return f"{ds[0]} * {ds[1]} = {value}", value
+
+
+def _total(ds, drop_carry=False):
+    """A running sum, one addition per step, as a careful rationale (and a tiny model) does it."""
+    steps, acc = [], ds[0]
+    for d in ds[1:]:
+        new = _keep(acc + d, drop_carry)
+        steps.append(f"{acc} + {d} = {new}")
+        acc = new
+    return ". ".join(steps), acc
 
 
 FAMILIES = {
@@ -54,7 +70,7 @@ FAMILIES = {
     "product": Family("product", ("What is the product of the two digits?", "Multiply the two digits shown.",
                                   "What do you get when you multiply the two digits?"), (2, 2), _product),
     "total": Family("total", ("What is the total of all the digits shown?", "Add up every digit in the image.",
-                              "What do all the digits sum to?"), (3, 4), _sum),
+                              "What do all the digits sum to?"), (3, 3), _total),
 }
 
 
@@ -67,10 +83,8 @@ def reading(digits) -> str:
 def solve(family: str, digits, bug: str = "clean") -> tuple[str, str]:
     """(answer text, final) for `digits`, as a correct generator or a buggy one writes it."""
     seen = [MISREAD.get(d, d) for d in digits] if bug == "digit_misread" else list(digits)
-    line, value = FAMILIES[family].compute(seen)
-    if bug == "carry_dropped":          # column addition that forgets the carry: keep the units digit
-        value = value % 10
-        line = line.rsplit("=", 1)[0] + f"= {value}"
+    # carry_dropped: every addition or product that reaches 10 keeps only its units digit
+    line, value = FAMILIES[family].compute(seen, drop_carry=bug == "carry_dropped")
     return f"{reading(seen)} {line}. Answer: {value}", str(value)
 
 

@@ -6,10 +6,11 @@ Accuracy is exact match of the final answer (the text after "Answer:") on a clea
 import tempfile
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 
 import torch
 from tqdm.auto import tqdm
-from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
 from .collate import Collator, per_sample_loss
 from .data import extract_final, normalize_final
@@ -24,9 +25,28 @@ class _History(TrainerCallback):
             self.rows.append({"step": state.global_step, "epoch": state.epoch, "loss": float(logs["loss"])})
 
 
+@contextmanager
+def frozen_vision(model, enabled: bool = True):
+    """Freeze the vision tower except its merger (the projector into the decoder) for a while.
+
+    Qwen-VL fine-tuning recipes commonly keep the ViT frozen; here it also keeps the perception the
+    base stage paid for from being washed out by a high SFT learning rate.
+    """
+    visual = getattr(getattr(model, "model", model), "visual", None)
+    params = [p for n, p in visual.named_parameters() if not n.startswith("merger.") and p.requires_grad] \
+        if enabled and visual is not None else []
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 def sft(model, tokenizer, processor, dataset, *, epochs: float = 3, batch_size: int = 32, grad_accum: int = 1,
         lr: float = 1e-3, max_steps: int = -1, warmup_ratio: float = 0.05, weight_decay: float = 0.0,
-        seed: int = 0, progress: bool = True, logging_steps: int = 10) -> dict:
+        seed: int = 0, freeze_vision: bool = True, progress: bool = True, logging_steps: int = 10) -> dict:
     """Fine-tune `model` in place on `dataset` (the sample schema); returns loss history and cost.
 
     `max_steps` > 0 overrides `epochs` (the fixed-compute protocol gives every subset the same steps).
@@ -40,11 +60,15 @@ def sft(model, tokenizer, processor, dataset, *, epochs: float = 3, batch_size: 
             gradient_accumulation_steps=grad_accum, learning_rate=lr, lr_scheduler_type="cosine",
             warmup_steps=warmup_ratio, weight_decay=weight_decay, seed=seed, data_seed=seed,
             logging_steps=logging_steps, save_strategy="no", report_to="none", remove_unused_columns=False,
-            disable_tqdm=not progress, dataloader_num_workers=0, optim="adamw_torch")
+            disable_tqdm=not progress, dataloader_num_workers=0, dataloader_pin_memory=False,
+            optim="adamw_torch")
         trainer = Trainer(model=model, args=args, train_dataset=dataset,
                           data_collator=Collator(tokenizer, processor), callbacks=[history])
+        if not progress:
+            trainer.remove_callback(PrinterCallback)
         start = time.perf_counter()
-        out = trainer.train()
+        with frozen_vision(model, freeze_vision):
+            out = trainer.train()
         seconds = time.perf_counter() - start
     model.eval()
     return {"history": history.rows, "train_seconds": seconds, "steps": out.global_step,
@@ -68,7 +92,7 @@ def answer_losses(model, tokenizer, processor, dataset, batch_size: int = 64) ->
 
 
 @torch.no_grad()
-def generate(model, tokenizer, processor, dataset, batch_size: int = 64, max_new_tokens: int = 40,
+def generate(model, tokenizer, processor, dataset, batch_size: int = 64, max_new_tokens: int = 64,
              progress: bool = False) -> list:
     """Greedy completions of each sample's prompt, in order."""
     was_training = model.training
@@ -84,7 +108,7 @@ def generate(model, tokenizer, processor, dataset, batch_size: int = 64, max_new
     return texts
 
 
-def evaluate(model, tokenizer, processor, dataset, batch_size: int = 64, max_new_tokens: int = 40,
+def evaluate(model, tokenizer, processor, dataset, batch_size: int = 64, max_new_tokens: int = 64,
              progress: bool = False) -> dict:
     """Exact match of the final answer, overall and per task family, plus the mean answer loss."""
     preds = generate(model, tokenizer, processor, dataset, batch_size, max_new_tokens, progress)

@@ -1,0 +1,69 @@
+import torch
+from PIL import Image
+
+from ost import collate, models
+
+
+def _batch(tokenizer, processor, samples, **kw):
+    return collate.Collator(tokenizer, processor, **kw)(samples)
+
+
+def test_labels_cover_exactly_the_answer(tokenizer, processor, records):
+    samples = records[:6]
+    batch = _batch(tokenizer, processor, samples)
+    for row, s in zip(range(len(samples)), samples):
+        labels = batch["labels"][row]
+        answer_ids = labels[labels != collate.IGNORE]
+        assert tokenizer.decode(answer_ids) == s["answer"] + "<|im_end|>"
+        # the answer is the tail of the real (unpadded) sequence
+        n = int(batch["attention_mask"][row].sum())
+        assert torch.equal(batch["input_ids"][row, n - len(answer_ids):n], answer_ids)
+
+
+def test_image_tokens_match_the_grid(tokenizer, processor, records):
+    batch = _batch(tokenizer, processor, records[:5])
+    image_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    per_row = (batch["input_ids"] == image_id).sum(1)
+    expected = batch["image_grid_thw"].prod(-1) // processor.merge_size ** 2
+    assert per_row.tolist() == expected.tolist() == [4] * 5
+    assert torch.equal(batch["mm_token_type_ids"], (batch["input_ids"] == image_id).long())
+    assert batch["pixel_values"].shape[0] == batch["image_grid_thw"].prod(-1).sum()
+
+
+def test_mixed_lengths_text_only_and_padding_sides(tokenizer, processor, records):
+    text_only = {"question": "What is 3 + 4?", "answer": "3 + 4 = 7.", "image": None}
+    long = dict(records[0], question=records[0]["question"] + " Show every step carefully please.")
+    samples = [text_only, long, records[1]]
+    right = _batch(tokenizer, processor, samples)
+    assert right["image_grid_thw"].shape[0] == 2                  # only the two images
+    lengths = right["attention_mask"].sum(1)
+    assert len(set(lengths.tolist())) == 3
+    assert (right["input_ids"][right["attention_mask"] == 0] == tokenizer.pad_token_id).all()
+    assert (right["labels"][right["attention_mask"] == 0] == collate.IGNORE).all()
+    left = _batch(tokenizer, processor, samples, with_answer=False)
+    assert "labels" not in left
+    assert (left["attention_mask"][:, -1] == 1).all()              # prompts end together for generation
+    prompt = tokenizer.decode(left["input_ids"][0][left["attention_mask"][0] == 1])
+    assert prompt.endswith("<|im_start|>assistant\n") and "3 + 4 = 7" not in prompt
+
+
+def test_real_qwen_image_processor_defaults(tokenizer, records):
+    """Qwen2-VL's own processor settings (min 56², max 28²·1280 pixels): a 112×84 image → 4×3 tokens."""
+    proc = models.Qwen2VLImageProcessorPil()
+    sample = dict(records[0], image=Image.new("RGB", (112, 84), "white"))
+    batch = collate.Collator(tokenizer, proc)([sample, records[1]])
+    image_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    assert (batch["input_ids"] == image_id).sum(1).tolist() == [12, 4]
+
+
+def test_too_long_sample_is_named(tokenizer, processor, records):
+    import pytest
+    with pytest.raises(ValueError, match=records[0]["id"]):
+        _batch(tokenizer, processor, records[:1], max_length=10)
+
+
+def test_per_sample_loss_matches_model_loss(tokenizer, processor, records):
+    model = models.build("proxy", tokenizer).eval()
+    batch = _batch(tokenizer, processor, records[:1])
+    with torch.no_grad():
+        assert torch.allclose(collate.per_sample_loss(model, batch)[0], model(**batch).loss, atol=1e-5)

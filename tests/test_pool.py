@@ -1,0 +1,133 @@
+import io
+import re
+
+import numpy as np
+import pytest
+
+from ost import data, digits, pool, tasks
+
+SMALL = dict(n_groups=60, copies=3, n_val=12, n_test=12, seed=7)
+
+
+def _png(img):
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def small():
+    return data.build_pool(**SMALL)
+
+
+def _digits_in(answer):
+    m = re.match(r"The digits are ([\d, and]+)\.", answer)
+    return [int(d) for d in re.findall(r"\d", m.group(1))]
+
+
+def test_same_seed_same_bytes(small):
+    again = data.build_pool(**SMALL)
+    for split in data.SPLITS:
+        a, b = small[split], again[split]
+        assert a["id"] == b["id"] and a["answer"] == b["answer"] and a["noise"] == b["noise"]
+        assert [_png(x) for x in a["image"]] == [_png(x) for x in b["image"]]
+    other = data.build_pool(**{**SMALL, "seed": 8})
+    assert other["pool"]["answer"] != small["pool"]["answer"]
+
+
+def test_schema_and_splits(small):
+    for split in data.SPLITS:
+        assert tuple(small[split].column_names) == data.FIELDS
+    ids = [i for s in data.SPLITS for i in small[s]["id"]]
+    assert len(ids) == len(set(ids))
+    assert set(small["validation"]["noise"]) == set(small["test"]["noise"]) == {"clean"}
+    assert small["pool"][0]["image"].size == (digits.SIDE, digits.SIDE)
+
+
+def test_noise_rate_and_kinds():
+    recs = pool.make_pool_records(n_groups=400, copies=5, noise_rate=0.35, seed=3)
+    base = 400 * 5
+    kinds = [r["noise"] for r in recs]
+    toxic = sum(k in pool.TOXIC for k in kinds)
+    assert abs(toxic / base - 0.35) < 0.02
+    assert set(kinds) == set(pool.NOISE_KINDS)
+    assert sum(k in pool.SYSTEMATIC for k in kinds) > sum(k in pool.RANDOM for k in kinds)
+    assert sum(k == "duplicate" for k in kinds) == round(base * 0.05)
+    clean_only = pool.make_pool_records(n_groups=50, copies=2, noise_rate=0.0, duplicate_rate=0.0)
+    assert {r["noise"] for r in clean_only} == {"clean"}
+
+
+def test_labels_tell_the_truth():
+    """Clean answers are right; systematic ones follow their bug; random ones are broken as labelled."""
+    recs = pool.make_pool_records(n_groups=300, copies=3, seed=4)
+    by_id = {}
+    for r in recs:
+        kind = r["noise"]
+        if kind in ("clean", "duplicate", "wrong_image"):
+            assert (r["answer"], r["final"]) == tasks.solve(r["task"], _digits_in(r["answer"]))
+        elif kind == "carry_dropped":
+            ds = _digits_in(r["answer"])
+            assert (r["answer"], r["final"]) == tasks.solve(r["task"], ds, "carry_dropped")
+            assert tasks.bug_applies(r["task"], ds, "carry_dropped")
+        elif kind == "digit_misread":
+            assert "7" not in _digits_in(r["answer"])
+        elif kind == "contradiction":
+            computed = r["answer"].split("Answer:")[0].rsplit("=", 1)[1].strip(" .")
+            assert computed != data.extract_final(r["answer"]) == r["final"]
+        elif kind in ("truncated", "boilerplate", "garbled"):
+            assert data.extract_final(r["answer"]) != r["final"]
+        by_id.setdefault(r["group"], set()).add(r["task"])
+    assert all(len(t) == 1 for t in by_id.values())      # a group is one item asked several times
+
+
+def test_groups_are_redundant_and_systematic_noise_takes_whole_groups():
+    recs = pool.make_pool_records(n_groups=200, copies=4, seed=5)
+    groups = {}
+    for r in recs:
+        groups.setdefault(r["group"], []).append(r)
+    sizes = [len(v) for v in groups.values()]
+    assert min(sizes) >= 4
+    for members in groups.values():
+        kinds = {m["noise"] for m in members}
+        if kinds & set(pool.SYSTEMATIC):
+            assert kinds <= set(pool.SYSTEMATIC) | {"duplicate"}
+
+
+def test_handwriting_split_is_disjoint():
+    bank = digits.digit_bank(0)
+    seen = {}
+    for side, per_digit in bank.items():
+        for d, imgs in per_digit.items():
+            assert len(imgs) > 0
+            for img in imgs:
+                key = img.tobytes()
+                assert seen.setdefault(key, side) == side, "a handwriting sample appears on two sides"
+
+
+def test_save_and_load_round_trip(tmp_path):
+    folder = data.make_pool(out_dir=tmp_path / "p", **SMALL)
+    loaded = data.load_pool(folder)
+    fresh = data.build_pool(**SMALL)
+    assert loaded["pool"]["id"] == fresh["pool"]["id"]
+    assert _png(loaded["test"][0]["image"]) == _png(fresh["test"][0]["image"])
+    with pytest.raises(FileNotFoundError, match="00_make_pool"):
+        data.load_pool(tmp_path / "missing")
+    with pytest.raises(TypeError, match="unknown pool parameter"):
+        data.pool_params(n_gropus=3)
+
+
+def test_base_records_are_clean_and_mixed():
+    recs = pool.make_base_records(40)
+    with_image = [r for r in recs if r["image"] is not None]
+    assert 0 < len(with_image) < len(recs)
+    for r in recs:
+        if r["image"] is None:
+            lhs, rhs = r["answer"].rstrip(".").split(" = ")
+            assert int(eval(lhs)) == int(rhs) or "-" in lhs and abs(int(eval(lhs))) == int(rhs)
+
+
+def test_extract_final():
+    assert data.extract_final("x. Answer: 12") == "12"
+    assert data.extract_final("Answer: 3. Answer: 12.") == "12"
+    assert data.extract_final("no final here") == ""
+    assert data.normalize_final(" 12. ") == "12"

@@ -1,0 +1,75 @@
+import json
+
+import pytest
+import torch
+
+from ost import base, data, models, paths, pool, train
+from conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def tiny_data(records):
+    return data.to_dataset(records[:24])
+
+
+def test_sft_lowers_loss_and_is_seeded(tokenizer, processor, tiny_data):
+    def run(seed):
+        model = models.build(TINY, tokenizer, seed=0)
+        before = train.answer_losses(model, tokenizer, processor, tiny_data).mean()
+        log = train.sft(model, tokenizer, processor, tiny_data, epochs=5, batch_size=8, grad_accum=2,
+                        lr=1e-2, seed=seed, progress=False, logging_steps=1)
+        after = train.answer_losses(model, tokenizer, processor, tiny_data).mean()
+        return before, after, log, model
+    before, after, log, model = run(0)
+    assert after < before - 0.5
+    assert log["steps"] == 10 and log["history"] and log["n_train"] == 24   # 24 / (8·2) → 2 steps an epoch
+    assert all(p.requires_grad for p in model.parameters())            # frozen tower is unfrozen after
+    _, after_again, _, _ = run(0)
+    assert torch.allclose(after, after_again)                          # same seed, same model
+    _, after_other, _, _ = run(1)
+    assert not torch.allclose(after, after_other)
+
+
+def test_sft_refuses_empty(tokenizer, processor, tiny_data):
+    with pytest.raises(ValueError, match="empty"):
+        train.sft(models.build(TINY, tokenizer), tokenizer, processor, tiny_data.select([]), progress=False)
+
+
+def test_frozen_vision_keeps_tower_and_trains_merger(tokenizer, processor, tiny_data):
+    model = models.build(TINY, tokenizer)
+    tower = {n: p.clone() for n, p in model.model.visual.named_parameters()}
+    train.sft(model, tokenizer, processor, tiny_data, epochs=1, batch_size=8, progress=False)
+    for n, p in model.model.visual.named_parameters():
+        assert torch.equal(p, tower[n]) != n.startswith("merger."), n
+
+
+def test_evaluate_exact_match_on_known_answers(tokenizer, processor, records):
+    """Overfit four samples, then exact match is 1 on them and 0 where the reference is altered."""
+    ds = data.to_dataset(records[:4])
+    model = models.build(TINY, tokenizer, seed=0)
+    train.sft(model, tokenizer, processor, ds, epochs=60, batch_size=4, lr=1e-2, warmup_ratio=0.0,
+              freeze_vision=False, seed=0, progress=False)
+    result = train.evaluate(model, tokenizer, processor, ds, batch_size=4)
+    assert result["predictions"] == ds["answer"]
+    assert result["accuracy"] == 1.0 and set(result["per_task"].values()) == {1.0}
+    assert result["loss"] < 0.5
+    altered = data.to_dataset([dict(r, final=str(int(r["final"]) + 1)) if i == 0 else r
+                               for i, r in enumerate(records[:4])])
+    assert train.evaluate(model, tokenizer, processor, altered, batch_size=4)["accuracy"] == 0.75
+
+
+def test_base_stage_is_cached(tmp_path, monkeypatch):
+    monkeypatch.setattr(paths, "DATA", tmp_path)
+    monkeypatch.setitem(models.PRESETS, "tiny", TINY)
+    recipe = dict(vision_images=64, vision_epochs=1, n_samples=32, epochs=1, batch_size=16)
+    model, tok, proc = base.load_base("tiny", progress=False, **recipe)
+    folder = base.base_dir("tiny", **recipe)
+    meta = json.loads((folder / "base.json").read_text())
+    assert meta["recipe"]["n_samples"] == 32 and meta["steps"] == 2
+    stamp = (folder / "model.safetensors").stat().st_mtime_ns
+    again, _, _ = base.load_base("tiny", progress=False, **recipe)            # second call: from the cache
+    assert (folder / "model.safetensors").stat().st_mtime_ns == stamp
+    for a, b in zip(model.parameters(), again.parameters()):
+        assert torch.equal(a, b)
+    with pytest.raises(TypeError, match="unknown base recipe"):
+        base.load_base("tiny", n_sample=3)
