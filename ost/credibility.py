@@ -16,7 +16,7 @@ import yaml
 
 from . import base, data, pool, train
 
-SFT_DEFAULTS = dict(preset="target", sft_epochs=6, sft_lr=1e-3, sft_batch_size=32, seeds=[0, 1, 2])
+SFT_DEFAULTS = dict(preset="target", sft_epochs=6, sft_lr=2e-3, sft_batch_size=32, seeds=[0, 1, 2])
 GOALS = dict(clean_accuracy=0.60, noise_gap=0.05, full_run_seconds=180)
 
 

@@ -21,7 +21,7 @@ FEATURES = datasets.Features({
     "difficulty": datasets.Value("int32"), "noise": datasets.Value("string"), "group": datasets.Value("string"),
 })
 SPLITS = ("pool", "validation", "test")
-POOL_DEFAULTS = dict(n_groups=1200, copies=5, noise_rate=0.35, systematic_share=0.6, carry_share=0.67,
+POOL_DEFAULTS = dict(n_groups=3000, copies=2, noise_rate=0.35, systematic_share=0.8, carry_share=0.8,
                      duplicate_rate=0.05, n_val=200, n_test=400, seed=0)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 from . import digits as dg
 from . import tasks
 
-GENERATOR_VERSION = 3   # part of every cache key: bump when the same parameters would give other samples
+GENERATOR_VERSION = 5   # part of every cache key: bump when the same parameters would give other samples
 SYSTEMATIC = ("carry_dropped", "digit_misread")
 RANDOM = ("wrong_answer", "contradiction", "wrong_image", "garbled", "truncated", "boilerplate")
 TOXIC = SYSTEMATIC + RANDOM
@@ -69,8 +69,8 @@ def _pick_groups(groups, bug, budget, rng, taken):
     return set(chosen)
 
 
-def make_pool_records(n_groups=1200, copies=5, noise_rate=0.35, systematic_share=0.6,
-                      carry_share=0.67, duplicate_rate=0.05, families=tuple(tasks.FAMILIES),
+def make_pool_records(n_groups=3000, copies=2, noise_rate=0.35, systematic_share=0.8,
+                      carry_share=0.8, duplicate_rate=0.05, families=tuple(tasks.FAMILIES),
                       seed=0) -> list:
     """The pool as a list of sample dicts (ids assigned, order shuffled). Same seed, same pool."""
     rng = np.random.default_rng(seed)

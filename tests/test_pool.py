@@ -131,3 +131,11 @@ def test_extract_final():
     assert data.extract_final("Answer: 3. Answer: 12.") == "12"
     assert data.extract_final("no final here") == ""
     assert data.normalize_final(" 12. ") == "12"
+
+
+def test_clean_part_drops_toxic_keeps_duplicates():
+    from ost import credibility
+    ds = data.to_dataset(pool.make_pool_records(n_groups=80, copies=3, seed=2))
+    kept = credibility.clean_part(ds)
+    assert set(kept["noise"]) == {"clean", "duplicate"}
+    assert len(kept) == sum(k not in pool.TOXIC for k in ds["noise"])
