@@ -9,7 +9,6 @@ RUN ?= main
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
-export MPLBACKEND := Agg
 PAPERMILL := $(PY) -m papermill -k python3 --progress-bar
 
 .PHONY: help venv test reproduce pool credibility lab clean-quick

@@ -86,6 +86,6 @@ def load_pool(folder) -> datasets.DatasetDict:
 
 
 def composition(ds: datasets.Dataset, column: str = "noise") -> dict:
-    """Count of samples per value of a label column, largest first."""
-    values = ds[column]
-    return dict(sorted({v: values.count(v) for v in set(values)}.items(), key=lambda kv: -kv[1]))
+    """Count of samples per value of a label column, largest first (ties by name: same order every run)."""
+    from collections import Counter
+    return dict(sorted(Counter(ds[column]).items(), key=lambda kv: (-kv[1], kv[0])))

@@ -41,7 +41,7 @@ def sample_grid(dataset, n: int = 12, cols: int = 4, width: int = 34):
 def composition_bar(counts: dict, title: str, ax=None):
     """Horizontal bars of a label column's counts, clean first."""
     ax = ax or plt.subplots(figsize=(6, 0.35 * len(counts) + 1))[1]
-    labels = sorted(counts, key=lambda k: (k != "clean", -counts[k]))
+    labels = sorted(counts, key=lambda k: (k != "clean", -counts[k], k))
     sns.barplot(x=[counts[k] for k in labels], y=labels, ax=ax, color=sns.color_palette()[0])
     ax.set_title(title)
     ax.set_xlabel("samples")
