@@ -67,3 +67,18 @@ def test_per_sample_loss_matches_model_loss(tokenizer, processor, records):
     batch = _batch(tokenizer, processor, records[:1])
     with torch.no_grad():
         assert torch.allclose(collate.per_sample_loss(model, batch)[0], model(**batch).loss, atol=1e-5)
+
+
+def test_template_with_a_system_turn(tokenizer, processor, records):
+    """A real Qwen instruct template adds a default system turn before the user's; the collator only
+    asks the template for the prompt, so the image still expands and the labels still cover the answer."""
+    import copy
+    tok = copy.deepcopy(tokenizer)
+    tok.chat_template = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n" + models.CHAT_TEMPLATE)
+    batch = collate.Collator(tok, processor)(records[:2])
+    image_id = tok.convert_tokens_to_ids("<|image_pad|>")
+    assert (batch["input_ids"] == image_id).sum(1).tolist() == [4, 4]
+    text = tok.decode(batch["input_ids"][0])
+    assert text.startswith("<|im_start|>system\nYou are a helpful assistant.")
+    answer = batch["labels"][0][batch["labels"][0] != collate.IGNORE]
+    assert tok.decode(answer) == records[0]["answer"] + "<|im_end|>"
