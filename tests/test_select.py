@@ -1,0 +1,65 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ost import select
+
+
+@pytest.fixture
+def scores():
+    return pd.Series([0.5, -0.2, 0.9, float("nan"), 0.5, 0.1, -1.0, 0.3, 0.7, 0.0],
+                     index=[f"s{i}" for i in range(10)])
+
+
+def test_top_fraction_ranks_and_breaks_ties_by_id(scores):
+    assert select.top_fraction(scores, 0.2) == ["s2", "s8"]
+    assert select.top_fraction(scores, 0.5) == ["s2", "s8", "s0", "s4", "s7"]      # s0/s4 tie → by id
+    assert select.top_fraction(scores.sample(frac=1, random_state=3), 0.5) == select.top_fraction(scores, 0.5)
+    assert "s3" not in select.top_fraction(scores, 1.0) and select.excluded(scores) == ["s3"]
+    with pytest.raises(ValueError):
+        select.top_fraction(scores, 0.0)
+
+
+def test_budget_in_samples_and_tokens(scores):
+    assert select.budget(scores, max_samples=3) == ["s2", "s8", "s0"]
+    tokens = pd.Series(10, index=scores.index)
+    tokens["s8"] = 50
+    assert select.budget(scores, max_tokens=35, tokens=tokens) == ["s2", "s0", "s4"]   # s8 skipped: too long
+    with pytest.raises(ValueError, match="tokens"):
+        select.budget(scores, max_tokens=5)
+
+
+def test_toxic_flags_and_composition(scores):
+    flags = select.toxic_flags(scores)
+    assert sorted(flags[flags].index) == ["s1", "s6"]
+    assert sorted(select.toxic_flags(scores, threshold=0.2)[lambda f: f].index) == ["s1", "s5", "s6", "s9"]
+    labels = pd.Series(["clean"] * 6 + ["carry_dropped"] * 4, index=scores.index)
+    comp = select.composition(["s2", "s8", "s6"], labels)
+    assert comp.loc["carry_dropped", "count"] == 2 and comp.loc["clean", "count"] == 1
+    assert math.isclose(comp.loc["clean", "pool_share"], 0.6)
+    with pytest.raises(KeyError):
+        select.composition(["nope"], labels)
+
+
+def test_quotas_sum_and_respect_sizes():
+    q = select.quotas({"a": 50, "b": 30, "c": 20}, 10)
+    assert q == {"a": 5, "b": 3, "c": 2}
+    q = select.quotas({"a": 1, "b": 99}, 10)
+    assert sum(q.values()) == 10 and q["a"] <= 1
+
+
+def test_coverage_keeps_every_cluster():
+    rng = np.random.default_rng(0)
+    ids = [f"x{i}" for i in range(100)]
+    cluster = pd.Series(["easy"] * 70 + ["carry"] * 30, index=ids)
+    score = pd.Series(np.where(cluster == "easy", 1.0, 0.0) + rng.random(100) * 0.1, index=ids)
+    plain = select.top_fraction(score, 0.2)
+    covered = select.coverage_top_fraction(score, cluster, 0.2)
+    assert set(cluster[plain]) == {"easy"}                       # pure ranking gives up a whole region
+    assert cluster[covered].value_counts().to_dict() == {"easy": 14, "carry": 6}
+    assert len(covered) == len(plain) == 20
+    carry_kept = [i for i in covered if cluster[i] == "carry"]
+    best_carry = score[cluster == "carry"].sort_values(ascending=False).index[:6]
+    assert sorted(carry_kept) == sorted(best_carry)              # within a cluster, utility order
