@@ -11,7 +11,7 @@ export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 PAPERMILL := $(PY) -m papermill -k python3 --progress-bar
 
-.PHONY: help venv test reproduce pool credibility lab clean-quick
+.PHONY: help venv test reproduce bench lab clean-quick
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -33,6 +33,9 @@ reproduce: venv ## the main job: regenerate results/$(RUN)/ from configs/$(RUN).
 	mkdir -p results/$(RUN)
 	$(PAPERMILL) -f configs/$(RUN).yaml notebooks/00_make_pool.ipynb results/$(RUN)/00_make_pool.ipynb
 	$(PY) -m ost.credibility --config configs/$(RUN).yaml --out results/$(RUN)/credibility.json
+
+bench: venv ## cost of scoring vs one proxy training epoch (ratios from one run; not a test)
+	$(PY) benchmarks/bench_utility.py
 
 lab: venv ## open the notebooks in JupyterLab
 	$(VENV)/bin/jupyter lab notebooks
