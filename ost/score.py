@@ -1,0 +1,95 @@
+"""Score a whole pool with the one-step utility, in resumable parts.
+
+Each part of `part_size` samples is written to `<out>.parts/part-NNNNN.parquet` by an atomic rename,
+so an interrupted run leaves only finished parts; a rerun skips them and writes the same final
+file. Every pool id appears in the output once, with a status (`ok`, or `nonfinite` when its loss or
+utility is not a finite number: such samples are never selected, but they are not lost).
+
+    python -m ost.score --model data/base/proxy-… --pool data/pools/synth-… --out results/x/scores.parquet
+"""
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from . import collate, data, models, utility
+
+COLUMNS = ("id", "utility", "loss", "status")
+
+
+def _atomic_parquet(frame: pd.DataFrame, path: Path):
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _batches(ds, collator, size):
+    return [collator(list(ds.select(range(i, min(i + size, len(ds)))))) for i in range(0, len(ds), size)]
+
+
+def score_pool(model, tokenizer, processor, pool, validation, out, *, lr=1e-4, method="first_order",
+               optimizer="sgd", adam_state=None, part_size=256, batch_size=32, progress=True) -> pd.DataFrame:
+    """One row per pool sample (id, utility, loss, status), written to `out` (parquet) and returned."""
+    out = Path(out)
+    parts_dir = out.with_name(out.name + ".parts")
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    settings = dict(lr=lr, method=method, optimizer=optimizer, part_size=part_size, n=len(pool),
+                    adam_state=adam_state is not None)
+    manifest = parts_dir / "settings.json"
+    if manifest.exists() and json.loads(manifest.read_text()) != settings:
+        raise ValueError(f"{parts_dir} holds parts scored with other settings "
+                         f"({manifest.read_text()}); delete it or choose another output")
+    manifest.write_text(json.dumps(settings, sort_keys=True))
+    col = collate.Collator(tokenizer, processor)
+    val = _batches(validation, col, batch_size)
+    n_parts = math.ceil(len(pool) / part_size)
+    for k in tqdm(range(n_parts), desc="scoring parts", disable=not progress):
+        path = parts_dir / f"part-{k:05d}.parquet"
+        if path.exists():
+            continue
+        part = pool.select(range(k * part_size, min((k + 1) * part_size, len(pool))))
+        train_b = _batches(part, col, batch_size)
+        u = utility.one_step_utility(model, train_b, val, collate.per_sample_loss, lr=lr, method=method,
+                                     optimizer=optimizer, adam_state=adam_state)
+        with torch.no_grad():
+            was = model.training
+            model.eval()
+            loss = torch.cat([collate.per_sample_loss(model, b) for b in train_b]).double()
+            model.train(was)
+        finite = torch.isfinite(u) & torch.isfinite(loss)
+        frame = pd.DataFrame({"id": part["id"], "utility": u.numpy(), "loss": loss.numpy(),
+                              "status": ["ok" if f else "nonfinite" for f in finite.tolist()]})
+        _atomic_parquet(frame, path)
+    frame = pd.concat([pd.read_parquet(parts_dir / f"part-{k:05d}.parquet") for k in range(n_parts)],
+                      ignore_index=True)
+    if frame["id"].tolist() != list(pool["id"]):
+        raise RuntimeError(f"parts in {parts_dir} do not cover the pool in order; delete the folder and rerun")
+    _atomic_parquet(frame, out)
+    return frame
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", required=True, help="a model folder (e.g. a warmed proxy) or checkpoint id")
+    parser.add_argument("--pool", required=True, help="a pool folder written by ost.data.make_pool")
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--method", choices=("first_order", "exact"), default="first_order")
+    parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
+    parser.add_argument("--part-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args(argv)
+    model, tok, proc = models.load(args.model)
+    dd = data.load_pool(args.pool)
+    frame = score_pool(model, tok, proc, dd["pool"], dd["validation"], args.out, lr=args.lr, method=args.method,
+                       optimizer=args.optimizer, part_size=args.part_size, batch_size=args.batch_size)
+    print(frame["status"].value_counts().to_string())
+
+
+if __name__ == "__main__":
+    main()

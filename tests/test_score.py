@@ -1,0 +1,56 @@
+import hashlib
+
+import pandas as pd
+import pytest
+
+from ost import data, models, score
+from conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def setup(records, tokenizer, processor):
+    pool = data.to_dataset(records[:10])
+    val = data.to_dataset(records[10:13])
+    return models.build(TINY, tokenizer, seed=0), tokenizer, processor, pool, val
+
+
+def _md5(path):
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def test_every_id_scored_once_and_resume_gives_the_same_file(tmp_path, setup):
+    model, tok, proc, pool, val = setup
+    out = tmp_path / "scores.parquet"
+    frame = score.score_pool(model, tok, proc, pool, val, out, part_size=4, batch_size=3, progress=False)
+    assert frame["id"].tolist() == pool["id"] and set(frame["status"]) == {"ok"}
+    assert list(frame.columns) == list(score.COLUMNS)
+    first = _md5(out)
+    parts = sorted((tmp_path / "scores.parquet.parts").glob("part-*.parquet"))
+    assert len(parts) == 3
+    parts[1].unlink()                                            # as if killed before part 1 finished
+    (parts[1].parent / (parts[1].name + ".tmp999")).write_bytes(b"half a file")
+    again = score.score_pool(model, tok, proc, pool, val, out, part_size=4, batch_size=3, progress=False)
+    assert _md5(out) == first
+    pd.testing.assert_frame_equal(frame, again)
+
+
+def test_other_settings_refuse_old_parts(tmp_path, setup):
+    model, tok, proc, pool, val = setup
+    out = tmp_path / "scores.parquet"
+    score.score_pool(model, tok, proc, pool, val, out, part_size=5, progress=False)
+    with pytest.raises(ValueError, match="other settings"):
+        score.score_pool(model, tok, proc, pool, val, out, part_size=5, lr=1e-2, progress=False)
+
+
+def test_nonfinite_is_a_status_not_a_drop(tmp_path, setup):
+    model, tok, proc, pool, val = setup
+    """A NaN weight makes every loss NaN: each sample is still there, marked (isolating one bad
+    sample within a batch is issue 6's)."""
+    import copy
+
+    import torch
+    poisoned = copy.deepcopy(model)
+    with torch.no_grad():
+        poisoned.lm_head.weight[0, 0] = float("nan")
+    frame = score.score_pool(poisoned, tok, proc, pool, val, tmp_path / "s.parquet", part_size=5, progress=False)
+    assert frame["id"].tolist() == pool["id"] and set(frame["status"]) == {"nonfinite"}
