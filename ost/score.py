@@ -2,7 +2,8 @@
 
 Each part of `part_size` samples is written to `<out>.parts/part-NNNNN.parquet` by an atomic rename,
 so an interrupted run leaves only finished parts; a rerun skips them and writes the same final
-file. Every pool id appears in the output once, with a status (`ok`, or `nonfinite` when its loss or
+file. Under `torchrun --nproc_per_node N -m ost.score …` each process scores every N-th part (gloo on
+CPU, nccl on GPU) and rank 0 merges them: the file is the same as one process writes. Every pool id appears in the output once, with a status (`ok`, or `nonfinite` when its loss or
 utility is not a finite number: such samples are never selected, but they are not lost).
 
     python -m ost.score --model data/base/proxy-… --pool data/pools/synth-… --out results/x/scores.parquet
@@ -28,6 +29,23 @@ def _atomic_parquet(frame: pd.DataFrame, path: Path):
     os.replace(tmp, path)
 
 
+def _rank_world():
+    """(rank, world size), joining the process group torchrun describes in the environment."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    import torch.distributed as dist
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return dist.get_rank(), world
+
+
+def _barrier(world):
+    if world > 1:
+        import torch.distributed as dist
+        dist.barrier()
+
+
 def _batches(ds, collator, size):
     return [collator(list(ds.select(range(i, min(i + size, len(ds)))))) for i in range(0, len(ds), size)]
 
@@ -44,11 +62,14 @@ def score_pool(model, tokenizer, processor, pool, validation, out, *, lr=1e-4, m
     if manifest.exists() and json.loads(manifest.read_text()) != settings:
         raise ValueError(f"{parts_dir} holds parts scored with other settings "
                          f"({manifest.read_text()}); delete it or choose another output")
-    manifest.write_text(json.dumps(settings, sort_keys=True))
+    rank, world = _rank_world()
+    if rank == 0:
+        manifest.write_text(json.dumps(settings, sort_keys=True))
     col = collate.Collator(tokenizer, processor)
     val = _batches(validation, col, batch_size)
     n_parts = math.ceil(len(pool) / part_size)
-    for k in tqdm(range(n_parts), desc="scoring parts", disable=not progress):
+    mine = range(rank, n_parts, world)
+    for k in tqdm(mine, desc=f"scoring parts (rank {rank}/{world})", disable=not progress):
         path = parts_dir / f"part-{k:05d}.parquet"
         if path.exists():
             continue
@@ -65,11 +86,14 @@ def score_pool(model, tokenizer, processor, pool, validation, out, *, lr=1e-4, m
         frame = pd.DataFrame({"id": part["id"], "utility": u.numpy(), "loss": loss.numpy(),
                               "status": ["ok" if f else "nonfinite" for f in finite.tolist()]})
         _atomic_parquet(frame, path)
+    _barrier(world)
     frame = pd.concat([pd.read_parquet(parts_dir / f"part-{k:05d}.parquet") for k in range(n_parts)],
                       ignore_index=True)
     if frame["id"].tolist() != list(pool["id"]):
         raise RuntimeError(f"parts in {parts_dir} do not cover the pool in order; delete the folder and rerun")
-    _atomic_parquet(frame, out)
+    if rank == 0:
+        _atomic_parquet(frame, out)
+    _barrier(world)
     return frame
 
 
@@ -88,7 +112,11 @@ def main(argv=None):
     dd = data.load_pool(args.pool)
     frame = score_pool(model, tok, proc, dd["pool"], dd["validation"], args.out, lr=args.lr, method=args.method,
                        optimizer=args.optimizer, part_size=args.part_size, batch_size=args.batch_size)
-    print(frame["status"].value_counts().to_string())
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(frame["status"].value_counts().to_string())
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        import torch.distributed as dist
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

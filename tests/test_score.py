@@ -54,3 +54,26 @@ def test_nonfinite_is_a_status_not_a_drop(tmp_path, setup):
         poisoned.lm_head.weight[0, 0] = float("nan")
     frame = score.score_pool(poisoned, tok, proc, pool, val, tmp_path / "s.parquet", part_size=5, progress=False)
     assert frame["id"].tolist() == pool["id"] and set(frame["status"]) == {"nonfinite"}
+
+
+def test_two_processes_give_the_same_file_as_one(tmp_path, setup):
+    """torchrun with 2 CPU processes (gloo) scores disjoint parts; the merged file equals one process's."""
+    import os
+    import subprocess
+    import sys
+    model, tok, proc, pool, val = setup
+    folder = models.save(tmp_path / "model", model, tok, proc)
+    dd = data.datasets.DatasetDict({"pool": pool, "validation": val, "test": val})
+    dd.save_to_disk(str(tmp_path / "pool"))
+    args = ["--model", str(folder), "--pool", str(tmp_path / "pool"), "--part-size", "3", "--batch-size", "2"]
+    one = tmp_path / "one.parquet"
+    score.main(args + ["--out", str(one)])
+    two = tmp_path / "two.parquet"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                          "--standalone", "-m", "ost.score", *args, "--out", str(two)],
+                         env=env, capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert _md5(one) == _md5(two)
+    assert sorted(p.name for p in (tmp_path / "two.parquet.parts").glob("part-*.parquet")) == \
+        [f"part-{k:05d}.parquet" for k in range(4)]
