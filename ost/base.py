@@ -100,5 +100,6 @@ def load_base(preset: str = "proxy", progress: bool = True, **recipe):
     log = train.sft(model, tok, proc, ds, epochs=r["epochs"], batch_size=r["batch_size"], lr=r["lr"],
                     seed=r["seed"], freeze_vision=True, progress=progress)
     models.save(folder, model, tok, proc)
-    (folder / "base.json").write_text(json.dumps({"preset": preset, "recipe": r, "vision_loss": vision_log[-20:], **log}, indent=1))
+    (folder / "base.json").write_text(json.dumps({"preset": preset, "recipe": r, "vision_loss": vision_log[-20:],
+                                              **{k: v for k, v in log.items() if k != "adam_state"}}, indent=1))
     return models.load(folder)

@@ -70,9 +70,22 @@ def sft(model, tokenizer, processor, dataset, *, epochs: float = 3, batch_size: 
         with frozen_vision(model, freeze_vision):
             out = trainer.train()
         seconds = time.perf_counter() - start
+        adam_state = _adam_state_in_model_order(model, trainer.optimizer)
     model.eval()
     return {"history": history.rows, "train_seconds": seconds, "steps": out.global_step,
-            "train_loss": out.training_loss, "n_train": len(dataset), "seed": seed}
+            "train_loss": out.training_loss, "n_train": len(dataset), "seed": seed, "adam_state": adam_state}
+
+
+def _adam_state_in_model_order(model, optimizer) -> dict:
+    """The optimizer's state as a torch.optim.Adam state_dict over the parameters it trained, in
+    `model.parameters()` order (Trainer groups them by weight decay, which reorders them), so OST can
+    take "the warmup optimizer's own next step" (`ost.utility`, optimizer="adam")."""
+    trained = {id(p): (g, optimizer.state.get(p, {})) for g in optimizer.param_groups for p in g["params"]}
+    params = [p for p in model.parameters() if id(p) in trained]
+    group = {k: v for k, v in optimizer.param_groups[0].items() if k != "params"}
+    return {"state": {i: {k: (v.detach().clone() if torch.is_tensor(v) else v)
+                          for k, v in trained[id(p)][1].items()} for i, p in enumerate(params)},
+            "param_groups": [{**group, "params": list(range(len(params)))}]}
 
 
 def _batches(dataset, batch_size):

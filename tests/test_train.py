@@ -74,3 +74,21 @@ def test_base_stage_is_cached(tmp_path, monkeypatch):
         assert torch.equal(a, b)
     with pytest.raises(TypeError, match="unknown base recipe"):
         base.load_base("tiny", n_sample=3)
+
+
+def test_sft_returns_its_adam_state_in_model_order(tokenizer, processor, tiny_data):
+    """Trainer groups parameters by weight decay; the returned state is re-keyed to model order so
+    OST can continue the warmup optimizer's own step."""
+    from ost import collate, utility
+    model = models.build(TINY, tokenizer)
+    log = train.sft(model, tokenizer, processor, tiny_data, epochs=1, batch_size=8, progress=False)
+    with train.frozen_vision(model):
+        trained = [p for p in model.parameters() if p.requires_grad]
+        state = log["adam_state"]
+        assert len(state["param_groups"][0]["params"]) == len(trained)
+        for i, p in enumerate(trained):
+            assert state["state"][i]["exp_avg_sq"].shape == p.shape
+        batch = collate.Collator(tokenizer, processor)(list(tiny_data.select(range(4))))
+        u = utility.one_step_utility(model, [batch], [batch], collate.per_sample_loss, lr=1e-4,
+                                     optimizer="adam", adam_state=state)
+    assert u.shape == (4,) and torch.isfinite(u).all()
