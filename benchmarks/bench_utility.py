@@ -12,10 +12,6 @@ import torch
 from ost import base, collate, data, train, utility
 
 
-def batches(ds, collator, size):
-    return [collator(list(ds.select(range(i, min(i + size, len(ds)))))) for i in range(0, len(ds), size)]
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n-train", type=int, default=256)
@@ -27,8 +23,8 @@ def main(argv=None):
     dd = data.load_pool(data.make_pool(n_groups=max(args.n_train, 64), copies=1, n_val=args.n_val, n_test=8))
     model, tok, proc = base.load_base("proxy")
     col = collate.Collator(tok, proc)
-    pool, val = dd["pool"].select(range(args.n_train)), batches(dd["validation"], col, args.batch_size)
-    train_b = batches(pool, col, args.batch_size)
+    pool, val = dd["pool"].select(range(args.n_train)), collate.batches(dd["validation"], col, args.batch_size)
+    train_b = collate.batches(pool, col, args.batch_size)
 
     start = time.perf_counter()
     train.sft(model, tok, proc, pool, epochs=1, batch_size=args.batch_size, lr=1e-5, progress=False)
@@ -41,7 +37,7 @@ def main(argv=None):
         utility.one_step_utility(model, train_b, val, collate.per_sample_loss, lr=1e-4, optimizer=opt)
         results[f"first_order_{opt}_seconds"] = time.perf_counter() - start
         results[f"first_order_{opt}_path"] = utility.last_path
-    small = batches(pool.select(range(args.n_exact)), col, args.batch_size)
+    small = collate.batches(pool.select(range(args.n_exact)), col, args.batch_size)
     start = time.perf_counter()
     utility.one_step_utility(model, small, val, collate.per_sample_loss, lr=1e-4, method="exact", optimizer="adam")
     per_sample = (time.perf_counter() - start) / args.n_exact

@@ -42,8 +42,8 @@ def main(argv=None):
     model, tok, proc = base.load_base("proxy", progress=False)
     log = train.sft(model, tok, proc, warm, epochs=3, lr=2e-3, seed=0, progress=False)
     col = collate.Collator(tok, proc)
-    mk = lambda ds: [col(list(ds.select(range(i, min(i + 32, len(ds)))))) for i in range(0, len(ds), 32)]
-    train_b, val_b = mk(scored), mk(dd["validation"].select(range(args.n_val)))
+    train_b = collate.batches(scored, col, 32)
+    val_b = collate.batches(dd["validation"].select(range(args.n_val)), col, 32)
     toxic = np.array([k in pool.TOXIC for k in scored["noise"]])
     report, scores = {"warmup": {k: log[k] for k in ("n_train", "steps", "train_seconds")}}, {}
     with train.frozen_vision(model):          # score the parameters the warmup trained

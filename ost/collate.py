@@ -69,6 +69,12 @@ class Collator:
         return torch.tensor([pad(r) for r in rows], dtype=torch.long)
 
 
+def batches(dataset, collator, size: int) -> list:
+    """A dataset as a list of collated batches of at most `size`, in order (for utility and scoring)."""
+    return [collator(list(dataset.select(range(i, min(i + size, len(dataset))))))
+            for i in range(0, len(dataset), size)]
+
+
 def per_sample_loss(model, batch) -> torch.Tensor:
     """Mean cross-entropy over each sample's answer tokens, shape (B,): the loss OST differentiates."""
     inputs = {k: v for k, v in batch.items() if k != "labels"}

@@ -46,10 +46,6 @@ def _barrier(world):
         dist.barrier()
 
 
-def _batches(ds, collator, size):
-    return [collator(list(ds.select(range(i, min(i + size, len(ds)))))) for i in range(0, len(ds), size)]
-
-
 def score_pool(model, tokenizer, processor, pool, validation, out, *, lr=1e-4, method="first_order",
                optimizer="sgd", adam_state=None, part_size=256, batch_size=32, progress=True) -> pd.DataFrame:
     """One row per pool sample (id, utility, loss, status), written to `out` (parquet) and returned."""
@@ -66,7 +62,7 @@ def score_pool(model, tokenizer, processor, pool, validation, out, *, lr=1e-4, m
     if rank == 0:
         manifest.write_text(json.dumps(settings, sort_keys=True))
     col = collate.Collator(tokenizer, processor)
-    val = _batches(validation, col, batch_size)
+    val = collate.batches(validation, col, batch_size)
     n_parts = math.ceil(len(pool) / part_size)
     mine = range(rank, n_parts, world)
     for k in tqdm(mine, desc=f"scoring parts (rank {rank}/{world})", disable=not progress):
@@ -74,7 +70,7 @@ def score_pool(model, tokenizer, processor, pool, validation, out, *, lr=1e-4, m
         if path.exists():
             continue
         part = pool.select(range(k * part_size, min((k + 1) * part_size, len(pool))))
-        train_b = _batches(part, col, batch_size)
+        train_b = collate.batches(part, col, batch_size)
         u = utility.one_step_utility(model, train_b, val, collate.per_sample_loss, lr=lr, method=method,
                                      optimizer=optimizer, adam_state=adam_state)
         with torch.no_grad():
