@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerFast
 
 from . import data, models, paths, pool, train
 from . import digits as dg
@@ -32,13 +33,13 @@ def tokenizer(vocab_size: int = 384):
     """The embedded tokenizer, trained once on the generator's text (cached under data/)."""
     folder = paths.DATA / "tokenizer" / f"bpe-{_key([TOKENIZER_CORPUS, vocab_size])}"
     if (folder / "tokenizer.json").exists():
-        return models.PreTrainedTokenizerFast.from_pretrained(folder)
+        return PreTrainedTokenizerFast.from_pretrained(folder)
     texts = [r["question"] + "\n" + r["answer"] for r in pool.make_pool_records(noise_rate=0.35,
                                                                                 **TOKENIZER_CORPUS)]
     texts += [r["question"] + "\n" + r["answer"] for r in pool.make_base_records(2000)]
     tok = models.train_tokenizer(texts, vocab_size)
     tok.save_pretrained(folder)
-    return models.PreTrainedTokenizerFast.from_pretrained(folder)
+    return PreTrainedTokenizerFast.from_pretrained(folder)
 
 
 def pretrain_vision(model, processor, n_images=6000, epochs=2, batch_size=64, lr=2e-3, seed=0,

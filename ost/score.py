@@ -59,8 +59,10 @@ def score_pool(model, tokenizer, processor, pool, validation, out, *, lr=1e-4, m
         raise ValueError(f"{parts_dir} holds parts scored with other settings "
                          f"({manifest.read_text()}); delete it or choose another output")
     rank, world = _rank_world()
-    if rank == 0:
-        manifest.write_text(json.dumps(settings, sort_keys=True))
+    if rank == 0:     # atomic, like the parts: another rank may be reading it right now
+        tmp = manifest.with_name(manifest.name + f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(settings, sort_keys=True))
+        os.replace(tmp, manifest)
     col = collate.Collator(tokenizer, processor)
     val = collate.batches(validation, col, batch_size)
     n_parts = math.ceil(len(pool) / part_size)

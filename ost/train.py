@@ -83,7 +83,7 @@ def _adam_state_in_model_order(model, optimizer) -> dict:
     trained = {id(p): (g, optimizer.state.get(p, {})) for g in optimizer.param_groups for p in g["params"]}
     params = [p for p in model.parameters() if id(p) in trained]
     group = {k: v for k, v in optimizer.param_groups[0].items() if k != "params"}
-    return {"state": {i: {k: (v.detach().clone() if torch.is_tensor(v) else v)
+    return {"state": {i: {k: (v.detach() if torch.is_tensor(v) else v)     # the optimizer is discarded: no copy
                           for k, v in trained[id(p)][1].items()} for i, p in enumerate(params)},
             "param_groups": [{**group, "params": list(range(len(params)))}]}
 
