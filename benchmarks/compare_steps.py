@@ -1,14 +1,21 @@
 """Which one-step update should OST take? Measured on the main pool with a warmed proxy.
 
-Warm the proxy base on a random slice of the pool (as OST does), then score a sample of the pool with
-each variant and report how well it separates planted toxic from clean samples (AUROC), how many of
-each it calls negative, how much noise its top-20 % keeps, its cost, and its Spearman with the others.
+Warm the proxy base on a random slice of the pool (as OST does), then score the pool with each
+variant and report how well it separates planted toxic from clean samples (AUROC), how many of each
+it calls negative, how much noise its top-20 % keeps, its cost, and its Spearman with the others.
+
+With `--sft-seeds`, the question is settled the way the paper settles it: the target is fine-tuned on
+each variant's top-20 % (fixed compute: the steps of a Full-SFT run) and top-50 % (same epochs), next
+to a random subset and the proxy's lowest-loss samples, and scored on the clean held-out test set.
 
     python benchmarks/compare_steps.py --out results/main/step_choice.json
+    python benchmarks/compare_steps.py --n-score 0 --sft-seeds 0 1 --out results/main/step_choice_sft.json
 """
 import argparse
 import json
+import math
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,7 +23,7 @@ import torch
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
-from ost import base, collate, data, pool, select, train, utility
+from ost import base, collate, credibility, data, paths, pool, select, train, utility
 
 VARIANTS = {   # name: (method, optimizer, lr, continue the warmup's Adam state?)
     "first_order_sgd_1e-3": ("first_order", "sgd", 1e-3, False),
@@ -27,48 +34,109 @@ VARIANTS = {   # name: (method, optimizer, lr, continue the warmup's Adam state?
 }
 
 
+def detection(u, toxic, noise, ids):
+    s = pd.Series(u, index=ids)
+    top = set(select.top_fraction(s, 0.2))
+    return {"auroc_toxic": float(roc_auc_score(~toxic, u)),
+            "negative_toxic": float((u[toxic] < 0).mean()), "negative_clean": float((u[~toxic] < 0).mean()),
+            "top20_noise": float(np.mean([k in pool.TOXIC for k, i in zip(noise, ids) if i in top]))}
+
+
+def score_variants(model, tok, proc, log, scored, val_b, names, cache: Path | None):
+    """One column of utilities per variant (cached in `cache`, a parquet, so a rerun only trains)."""
+    frame = pd.read_parquet(cache) if cache and cache.exists() else pd.DataFrame(index=list(scored["id"]))
+    seconds = json.loads(cache.with_suffix(".json").read_text()) if cache and cache.exists() else {}
+    train_b = collate.batches(scored, collate.Collator(tok, proc), 32)
+    with train.frozen_vision(model):          # score the parameters the warmup trained
+        for name in names:
+            if name in frame:
+                continue
+            method, opt, lr, cont = VARIANTS[name]
+            start = time.perf_counter()
+            frame[name] = utility.one_step_utility(
+                model, train_b, val_b, collate.per_sample_loss, lr=lr, method=method, optimizer=opt,
+                adam_state=log["adam_state"] if cont else None).numpy()
+            seconds[name] = time.perf_counter() - start
+            print(f"scored {name}: {seconds[name]:.0f} s", flush=True)
+            if cache:
+                cache.parent.mkdir(parents=True, exist_ok=True)
+                frame.to_parquet(cache)
+                cache.with_suffix(".json").write_text(json.dumps(seconds))
+    frame["low_loss"] = -train.answer_losses(model, tok, proc, scored).numpy()
+    return frame, seconds
+
+
+def subsets(frame, dd, fractions=(0.2, 0.5), seed=0):
+    """(method, fraction) → ids: every variant's top fraction, its task-quota version, random, low loss."""
+    ids = list(dd["pool"]["id"])
+    tasks = pd.Series(dd["pool"]["task"], index=ids)
+    rng = np.random.default_rng(seed)
+    out = {}
+    for f in fractions:
+        out[("random", f)] = sorted(rng.choice(ids, select.n_for(f, len(ids)), replace=False).tolist())
+        for name in frame:
+            out[(name, f)] = select.top_fraction(frame[name], f)
+            if f < 0.5 and name != "low_loss":
+                out[(name + "+task_quota", f)] = select.coverage_top_fraction(frame[name], tasks, f)
+    return out
+
+
+def run_sft(dd, chosen, seeds, epochs, lr):
+    """Target SFT on each subset: top-20 at fixed compute (a Full run's steps), top-50 at same epochs."""
+    full_steps = math.ceil(len(dd["pool"]) / 32) * epochs
+    where = {i: n for n, i in enumerate(dd["pool"]["id"])}
+    rows = []
+    for seed in seeds:
+        for (name, f), ids in chosen.items():
+            model, tok, proc = base.load_base("target", progress=False)
+            subset = dd["pool"].select(sorted(where[i] for i in ids))
+            protocol = "fixed_compute" if f < 0.5 else "same_epochs"
+            log = train.sft(model, tok, proc, subset, epochs=epochs, lr=lr, seed=seed, progress=False,
+                            max_steps=full_steps if protocol == "fixed_compute" else -1)
+            ev = train.evaluate(model, tok, proc, dd["test"])
+            noise = np.mean([k in pool.TOXIC for k in subset["noise"]])
+            rows.append({"method": name, "fraction": f, "protocol": protocol, "seed": seed,
+                         "accuracy": ev["accuracy"], "per_task": ev["per_task"], "noise_share": float(noise),
+                         "n_train": len(subset), "steps": log["steps"], "train_seconds": log["train_seconds"]})
+            print(json.dumps({k: v for k, v in rows[-1].items() if k != "per_task"}), flush=True)
+    return rows
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n-score", type=int, default=600)
+    parser.add_argument("--n-score", type=int, default=600, help="pool samples scored; 0 = the whole pool")
     parser.add_argument("--n-val", type=int, default=128)
     parser.add_argument("--warmup-fraction", type=float, default=0.2)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--sft-seeds", type=int, nargs="*", default=[])
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
     dd = data.load_pool(data.make_pool())
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(dd["pool"]))
+    order = np.random.default_rng(0).permutation(len(dd["pool"]))
     warm = dd["pool"].select(order[:round(args.warmup_fraction * len(order))].tolist())
-    scored = dd["pool"].select(order[-args.n_score:].tolist())
+    scored = dd["pool"] if args.n_score == 0 else dd["pool"].select(order[-args.n_score:].tolist())
     model, tok, proc = base.load_base("proxy", progress=False)
     log = train.sft(model, tok, proc, warm, epochs=3, lr=2e-3, seed=0, progress=False)
     col = collate.Collator(tok, proc)
-    train_b = collate.batches(scored, col, 32)
     val_b = collate.batches(dd["validation"].select(range(args.n_val)), col, 32)
+    cache = paths.DATA / "step_choice" / f"scores-{len(scored)}.parquet" if args.n_score == 0 else None
+    frame, seconds = score_variants(model, tok, proc, log, scored, val_b, args.variants, cache)
     toxic = np.array([k in pool.TOXIC for k in scored["noise"]])
-    report, scores = {"warmup": {k: log[k] for k in ("n_train", "steps", "train_seconds")}}, {}
-    with train.frozen_vision(model):          # score the parameters the warmup trained
-        for name, (method, opt, lr, cont) in VARIANTS.items():
-            start = time.perf_counter()
-            u = utility.one_step_utility(model, train_b, val_b, collate.per_sample_loss, lr=lr, method=method,
-                                         optimizer=opt, adam_state=log["adam_state"] if cont else None).numpy()
-            seconds = time.perf_counter() - start
-            s = pd.Series(u, index=scored["id"])
-            top = set(select.top_fraction(s, 0.2))
-            scores[name] = u
-            report[name] = {"auroc_toxic": float(roc_auc_score(~toxic, u)),
-                            "negative_toxic": float((u[toxic] < 0).mean()),
-                            "negative_clean": float((u[~toxic] < 0).mean()),
-                            "top20_noise": float(np.mean([k in pool.TOXIC for k, i in
-                                                          zip(scored["noise"], scored["id"]) if i in top])),
-                            "seconds_per_1000": seconds / len(u) * 1000}
-            print(name, json.dumps(report[name]), flush=True)
-    names = list(scores)
-    report["spearman"] = {f"{a}~{b}": float(spearmanr(scores[a], scores[b])[0])
+    report = {"warmup": {k: log[k] for k in ("n_train", "steps", "train_seconds")},
+              "n_scored": len(scored), "n_val": args.n_val, "pool_noise_share": float(toxic.mean())}
+    for name in frame:
+        report[name] = detection(frame[name].to_numpy(), toxic, scored["noise"], frame.index)
+        if name in seconds:
+            report[name]["seconds_per_1000"] = seconds[name] / len(scored) * 1000
+        print(name, json.dumps(report[name]), flush=True)
+    names = list(frame)
+    report["spearman"] = {f"{a}~{b}": float(spearmanr(frame[a], frame[b])[0])
                           for i, a in enumerate(names) for b in names[i + 1:]}
-    report["pool_noise_share"] = float(toxic.mean())
+    if args.sft_seeds:
+        cfg = credibility.SFT_DEFAULTS
+        report["sft"] = run_sft(dd, subsets(frame, dd), args.sft_seeds, cfg["sft_epochs"], cfg["sft_lr"])
     if args.out:
-        with open(args.out, "w") as f:
-            json.dump(report, f, indent=1)
+        Path(args.out).write_text(json.dumps(report, indent=1))
     print(json.dumps(report["spearman"], indent=1))
 
 

@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 import pandas as pd
+from sklearn.cluster import KMeans
 
 
 def _ranked(scores: pd.Series) -> pd.Series:
@@ -107,3 +108,14 @@ def coverage_top_fraction(scores: pd.Series, clusters: pd.Series, fraction: floa
             chosen.append(i)
             used[c] += 1
     return sorted(chosen, key=lambda i: (-ranked[i], str(i)))
+
+
+def clusters(vectors, ids, k: int = 16, seed: int = 0) -> pd.Series:
+    """k-means cluster of each sample's embedding (e.g. `train.embeddings` of the proxy), indexed by id:
+    the regions `coverage_top_fraction` keeps when the pool has no label column to stratify by."""
+    x = np.asarray(vectors, dtype="float64")
+    if len(x) != len(ids):
+        raise ValueError(f"{len(x)} vectors for {len(ids)} ids")
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)    # direction, not length
+    labels = KMeans(n_clusters=min(k, len(x)), n_init=4, random_state=seed).fit_predict(x)
+    return pd.Series([f"c{c:02d}" for c in labels], index=list(ids), name="cluster")

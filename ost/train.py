@@ -105,6 +105,22 @@ def answer_losses(model, tokenizer, processor, dataset, batch_size: int = 64) ->
 
 
 @torch.no_grad()
+def embeddings(model, tokenizer, processor, dataset, batch_size: int = 64) -> torch.Tensor:
+    """One vector per sample, (N, hidden): the proxy's last hidden state averaged over the sample's
+    tokens (image, question and answer). Clusters of these are the regions coverage quotas protect."""
+    was_training = model.training
+    model.eval()
+    collate, out = Collator(tokenizer, processor), []
+    for b in _batches(dataset, batch_size):
+        inputs = {k: v for k, v in collate(list(b)).items() if k != "labels"}
+        hidden = model(**inputs, output_hidden_states=True).hidden_states[-1].float()
+        mask = inputs["attention_mask"].unsqueeze(-1).float()
+        out.append((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))
+    model.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, model.config.text_config.hidden_size)
+
+
+@torch.no_grad()
 def generate(model, tokenizer, processor, dataset, batch_size: int = 64, max_new_tokens: int = 64,
              progress: bool = False) -> list:
     """Greedy completions of each sample's prompt, in order."""

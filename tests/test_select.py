@@ -63,3 +63,18 @@ def test_coverage_keeps_every_cluster():
     carry_kept = [i for i in covered if cluster[i] == "carry"]
     best_carry = score[cluster == "carry"].sort_values(ascending=False).index[:6]
     assert sorted(carry_kept) == sorted(best_carry)              # within a cluster, utility order
+
+
+def test_clusters_are_seeded_and_find_separated_groups():
+    rng = np.random.default_rng(1)
+    centers = np.eye(4)[:3] * 10
+    x = np.concatenate([c + rng.normal(scale=0.3, size=(20, 4)) for c in centers])
+    ids = [f"e{i}" for i in range(60)]
+    c = select.clusters(x, ids, k=3, seed=0)
+    assert c.index.tolist() == ids and c.nunique() == 3
+    assert all(c.iloc[g * 20:(g + 1) * 20].nunique() == 1 for g in range(3))   # each group one cluster
+    assert c.equals(select.clusters(x, ids, k=3, seed=0))
+    covered = select.coverage_top_fraction(pd.Series(np.arange(60.0), index=ids), c, 0.3)
+    assert c[covered].value_counts().tolist() == [6, 6, 6]
+    with pytest.raises(ValueError, match="ids"):
+        select.clusters(x, ids[:5])

@@ -92,3 +92,11 @@ def test_sft_returns_its_adam_state_in_model_order(tokenizer, processor, tiny_da
         u = utility.one_step_utility(model, [batch], [batch], collate.per_sample_loss, lr=1e-4,
                                      optimizer="adam", adam_state=state)
     assert u.shape == (4,) and torch.isfinite(u).all()
+
+
+def test_embeddings_one_vector_per_sample_independent_of_batching(tokenizer, processor, tiny_data):
+    model = models.build(TINY, tokenizer, seed=0)
+    e = train.embeddings(model, tokenizer, processor, tiny_data, batch_size=24)
+    assert e.shape == (24, TINY["hidden"]) and torch.isfinite(e).all()
+    assert torch.allclose(e, train.embeddings(model, tokenizer, processor, tiny_data, batch_size=5), atol=1e-5)
+    assert not torch.allclose(e[0], e[1])
