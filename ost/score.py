@@ -18,7 +18,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import collate, data, models, utility
+from . import collate, data, models, train, utility
 
 COLUMNS = ("id", "utility", "loss", "status")
 
@@ -47,13 +47,18 @@ def _barrier(world):
 
 
 def score_pool(model, tokenizer, processor, pool, validation, out, *, lr=1e-4, method="first_order",
-               optimizer="sgd", adam_state=None, part_size=256, batch_size=32, progress=True) -> pd.DataFrame:
-    """One row per pool sample (id, utility, loss, status), written to `out` (parquet) and returned."""
+               optimizer="sgd", adam_state=None, part_size=256, batch_size=32, freeze_vision=True,
+               progress=True) -> pd.DataFrame:
+    """One row per pool sample (id, utility, loss, status), written to `out` (parquet) and returned.
+
+    With `freeze_vision` (the default, as in `train.sft`) the step moves only what SFT trains: the
+    language model and the merger, and `adam_state` (the warmup's) covers exactly those tensors.
+    """
     out = Path(out)
     parts_dir = out.with_name(out.name + ".parts")
     parts_dir.mkdir(parents=True, exist_ok=True)
     settings = dict(lr=lr, method=method, optimizer=optimizer, part_size=part_size, n=len(pool),
-                    adam_state=adam_state is not None)
+                    adam_state=adam_state is not None, freeze_vision=freeze_vision)
     manifest = parts_dir / "settings.json"
     if manifest.exists() and json.loads(manifest.read_text()) != settings:
         raise ValueError(f"{parts_dir} holds parts scored with other settings "
@@ -73,8 +78,9 @@ def score_pool(model, tokenizer, processor, pool, validation, out, *, lr=1e-4, m
             continue
         part = pool.select(range(k * part_size, min((k + 1) * part_size, len(pool))))
         train_b = collate.batches(part, col, batch_size)
-        u = utility.one_step_utility(model, train_b, val, collate.per_sample_loss, lr=lr, method=method,
-                                     optimizer=optimizer, adam_state=adam_state)
+        with train.frozen_vision(model, freeze_vision):
+            u = utility.one_step_utility(model, train_b, val, collate.per_sample_loss, lr=lr, method=method,
+                                         optimizer=optimizer, adam_state=adam_state)
         with torch.no_grad():
             was = model.training
             model.eval()
@@ -103,13 +109,18 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--method", choices=("first_order", "exact"), default="first_order")
     parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
+    parser.add_argument("--adam-state", type=Path, default=None,
+                        help="torch.save'd Adam state_dict of the warmup (optimizer=adam continues it)")
+    parser.add_argument("--train-vision", action="store_true", help="let the step move the vision tower too")
     parser.add_argument("--part-size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
     args = parser.parse_args(argv)
     model, tok, proc = models.load(args.model)
+    adam_state = torch.load(args.adam_state, weights_only=True) if args.adam_state else None
     dd = data.load_pool(args.pool)
     frame = score_pool(model, tok, proc, dd["pool"], dd["validation"], args.out, lr=args.lr, method=args.method,
-                       optimizer=args.optimizer, part_size=args.part_size, batch_size=args.batch_size)
+                       optimizer=args.optimizer, adam_state=adam_state, part_size=args.part_size,
+                       batch_size=args.batch_size, freeze_vision=not args.train_vision)
     if int(os.environ.get("RANK", "0")) == 0:
         print(frame["status"].value_counts().to_string())
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:

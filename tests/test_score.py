@@ -77,3 +77,26 @@ def test_two_processes_give_the_same_file_as_one(tmp_path, setup):
     assert _md5(one) == _md5(two)
     assert sorted(p.name for p in (tmp_path / "two.parquet.parts").glob("part-*.parquet")) == \
         [f"part-{k:05d}.parquet" for k in range(4)]
+
+
+def test_cli_continues_the_warmup_adam_state_from_disk(tmp_path, setup, records):
+    """The warmup's own next Adam step, read from a torch.save'd state: same scores as in-process."""
+    import torch
+    from ost import train
+    _, tok, proc, pool, val = setup
+    model = models.build(TINY, tok, seed=0)
+    log = train.sft(model, tok, proc, data.to_dataset(records[20:36]), epochs=1, batch_size=8, lr=1e-3,
+                    progress=False)
+    torch.save(log["adam_state"], tmp_path / "adam_state.pt")
+    folder = models.save(tmp_path / "model", model, tok, proc)
+    data.datasets.DatasetDict({"pool": pool, "validation": val, "test": val}).save_to_disk(str(tmp_path / "pool"))
+    score.main(["--model", str(folder), "--pool", str(tmp_path / "pool"), "--out", str(tmp_path / "cli.parquet"),
+                "--optimizer", "adam", "--adam-state", str(tmp_path / "adam_state.pt"), "--part-size", "4"])
+    here = score.score_pool(model, tok, proc, pool, val, tmp_path / "here.parquet", optimizer="adam",
+                            adam_state=log["adam_state"], part_size=4, progress=False)
+    cli = pd.read_parquet(tmp_path / "cli.parquet")
+    assert set(cli["status"]) == {"ok"}
+    pd.testing.assert_series_equal(cli["utility"], here["utility"], rtol=1e-5)
+    fresh = score.score_pool(model, tok, proc, pool, val, tmp_path / "fresh.parquet", optimizer="adam",
+                             part_size=4, progress=False)
+    assert not fresh["utility"].equals(here["utility"])
