@@ -104,3 +104,11 @@ def load_base(preset: str = "proxy", progress: bool = True, **recipe):
     (folder / "base.json").write_text(json.dumps({"preset": preset, "recipe": r, "vision_loss": vision_log[-20:],
                                               **{k: v for k, v in log.items() if k != "adam_state"}}, indent=1))
     return models.load(folder)
+
+
+def load_model(name: str, progress: bool = True):
+    """A preset's pretrained base (`"proxy"`, `"target"`, built once) or any checkpoint folder / hub id:
+    the one switch a notebook parameter needs to move from the embedded models to real ones."""
+    if name in models.PRESETS:
+        return load_base(name, progress=progress)
+    return models.load(name)

@@ -46,3 +46,48 @@ def composition_bar(counts: dict, title: str, ax=None):
     ax.set_title(title)
     ax.set_xlabel("samples")
     return ax
+
+
+def loss_curve(history: list, title: str = "training loss", ax=None):
+    """Loss against optimizer step, from `train.sft`'s history rows."""
+    ax = ax or plt.subplots(figsize=(6, 3.4))[1]
+    ax.plot([r["step"] for r in history], [r["loss"] for r in history], marker=".")
+    ax.set_xlabel("step"), ax.set_ylabel("loss"), ax.set_title(title)
+    return ax
+
+
+def by_kind_order(labels) -> list:
+    """Noise kinds in reading order: clean, duplicate, then the toxic kinds by name."""
+    return sorted(set(labels), key=lambda k: (k != "clean", k != "duplicate", k))
+
+
+def score_hist(scores, labels, title: str, ax=None, xlabel: str = "utility"):
+    """One distribution per label value (e.g. noise kind), on a shared axis, with 0 marked."""
+    import numpy as np
+    import pandas as pd
+    frame = pd.DataFrame({"score": np.asarray(scores, dtype=float), "kind": list(labels)})
+    frame = frame[np.isfinite(frame["score"])]
+    ax = ax or plt.subplots(figsize=(8, 0.45 * frame["kind"].nunique() + 1.5))[1]
+    sns.boxplot(frame, x="score", y="kind", order=by_kind_order(frame["kind"]), ax=ax, fliersize=1.5,
+                color=sns.color_palette()[0])
+    ax.axvline(0, color="firebrick", lw=1, ls="--")
+    ax.set_xlabel(xlabel), ax.set_ylabel(""), ax.set_title(title)
+    return ax
+
+
+def roc_by_kind(scores, labels, title: str, ax=None):
+    """ROC of each toxic kind against the clean samples (higher score = keep), AUROC in the legend."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score, roc_curve
+    from .pool import TOXIC
+    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels)
+    ax = ax or plt.subplots(figsize=(5, 5))[1]
+    clean = labels == "clean"
+    for kind in by_kind_order(k for k in labels if k in TOXIC):
+        mask = (clean | (labels == kind)) & np.isfinite(scores)
+        fpr, tpr, _ = roc_curve(clean[mask], scores[mask])
+        ax.plot(fpr, tpr, label=f"{kind} ({roc_auc_score(clean[mask], scores[mask]):.2f})")
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("toxic kept (false positive rate)"), ax.set_ylabel("clean kept (true positive rate)")
+    ax.set_title(title), ax.legend(fontsize=8, title="kind (AUROC)", title_fontsize=8)
+    return ax

