@@ -119,3 +119,20 @@ def clusters(vectors, ids, k: int = 16, seed: int = 0) -> pd.Series:
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)    # direction, not length
     labels = KMeans(n_clusters=min(k, len(x)), n_init=4, random_state=seed).fit_predict(x)
     return pd.Series([f"c{c:02d}" for c in labels], index=list(ids), name="cluster")
+
+
+def membership(subsets: dict, ids) -> pd.DataFrame:
+    """Subsets as one boolean column each over every pool id (index) — a compact, diffable file."""
+    ids = list(ids)
+    known = set(ids)
+    out = pd.DataFrame(index=pd.Index(ids, name="id"))
+    for name, chosen in subsets.items():
+        stray = set(chosen) - known
+        if stray:
+            raise KeyError(f"subset {name!r} holds {len(stray)} ids not in the pool, e.g. {sorted(stray)[:3]}")
+        out[name] = out.index.isin(list(chosen))
+    return out
+
+
+def subset_name(method: str, fraction: float) -> str:
+    return f"{method}@{fraction:g}"

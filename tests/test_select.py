@@ -78,3 +78,12 @@ def test_clusters_are_seeded_and_find_separated_groups():
     assert c[covered].value_counts().tolist() == [6, 6, 6]
     with pytest.raises(ValueError, match="ids"):
         select.clusters(x, ids[:5])
+
+
+def test_membership_round_trip():
+    ids = [f"m{i}" for i in range(6)]
+    frame = select.membership({select.subset_name("ost", 0.5): ["m4", "m1", "m0"]}, ids)
+    assert frame.columns.tolist() == ["ost@0.5"] and frame.index.tolist() == ids
+    assert frame.index[frame["ost@0.5"]].tolist() == ["m0", "m1", "m4"]
+    with pytest.raises(KeyError, match="not in the pool"):
+        select.membership({"x": ["zz"]}, ids)
