@@ -20,7 +20,8 @@ MADE_BY = {                       # artifact → the notebook that writes it
     "score_parts": "02_score_utility",
     "subsets.parquet": "03_select_subsets",
     "baselines.parquet": "04_score_baselines",
-    "sft_runs.json": "05_train_targets",
+    "sft_runs.jsonl": "05_train_targets",
+    "summary.json": "06_analyze_results",
 }
 HEAVY = {"proxy", "adam_state.pt", "score_parts"}
 

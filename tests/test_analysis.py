@@ -1,0 +1,56 @@
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from ost import analysis, experiment, metrics
+
+
+def _runs():
+    rows = []
+    for seed, (full, ost, judge) in enumerate([(0.60, 0.70, 0.62), (0.64, 0.71, 0.60), (0.62, 0.72, 0.64)]):
+        rows.append(dict(method="full", fraction=1.0, protocol="same_epochs", seed=seed, accuracy=full,
+                         n_train=100, train_seconds=10.0))
+        for method, acc in (("ost", ost), ("judge", judge)):
+            rows.append(dict(method=method, fraction=0.2, protocol="fixed_compute", seed=seed, accuracy=acc,
+                             n_train=20, train_seconds=10.0))
+    return pd.DataFrame(rows)
+
+
+def test_paired_differences_are_by_seed():
+    d = analysis.paired(_runs(), "full")
+    ost = d[d["method"] == "ost"].sort_values("seed")["diff"].to_numpy()
+    assert np.allclose(ost, [0.10, 0.07, 0.10])
+    d = analysis.paired(_runs(), "judge")
+    assert np.allclose(d[d["method"] == "ost"].sort_values("seed")["diff"], [0.08, 0.11, 0.08])
+    assert analysis.paired(_runs(), "loss").empty                   # a reference that did not run
+
+
+def test_paper_table_and_markdown():
+    table = analysis.paper_table(_runs())
+    row = table[table["method"] == "ost"].iloc[0]
+    assert row["seeds"] == 3 and math.isclose(row["accuracy"], 0.71)
+    mean, half = metrics.mean_ci([0.10, 0.07, 0.10])
+    assert math.isclose(row["vs_full"], mean) and math.isclose(row["vs_full_ci95"], half)
+    assert half > 0 and np.isnan(row["vs_loss"])
+    text = analysis.markdown(table)
+    assert "| ost | 0.2 | fixed compute | 3 | 71.0 ± " in text and "+9.0 ±" in text
+
+
+def test_toxic_auroc_per_kind():
+    noise = np.array(["clean"] * 4 + ["garbled"] * 2 + ["carry_dropped"] * 2 + ["duplicate"])
+    scores = np.array([1.0, 0.9, 0.8, 0.7, 0.1, 0.2, 0.95, 0.75, 5.0])
+    a = metrics.toxic_auroc(scores, noise)
+    assert a["garbled"] == 1.0 and math.isclose(a["carry_dropped"], 0.5) and math.isclose(a["all"], 0.75)
+    assert set(a) == {"all", "garbled", "carry_dropped"}                  # duplicates are not toxic
+
+
+def test_experiment_plan_and_names():
+    member = pd.DataFrame({"ost@0.2": [True, False], "random@0.5": [True, True]}, index=["a", "b"])
+    plan = experiment.plan(member, ["same_epochs"], [0, 1])
+    assert plan[0] == ("full", "same_epochs", 0) and len(plan) == 6
+    assert experiment.split_name("ost-cover@0.2") == ("ost-cover", 0.2)
+    assert experiment.split_name("full") == ("full", 1.0)
+    with pytest.raises(ValueError, match="protocol"):
+        experiment.plan(member, ["same_steps"], [0])
