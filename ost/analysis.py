@@ -70,3 +70,57 @@ def markdown(table: pd.DataFrame, references=REFERENCES) -> str:
         cells.append(f"{r['train_seconds']:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+ROW_FIELDS = ("method", "fraction", "protocol", "seed", "accuracy", "n_train", "score_seconds", "train_seconds")
+
+
+def summary_rows(runs: pd.DataFrame, score_seconds: dict) -> list:
+    """summary.json's rows; `score_seconds[method]` is what choosing that subset cost (0 for full/random)."""
+    unknown = sorted(set(runs["method"]) - set(score_seconds) - {"full", "random"})
+    if unknown:
+        raise KeyError(f"no scoring cost for method(s) {unknown}")
+    out = runs.assign(score_seconds=runs["method"].map(lambda m: float(score_seconds.get(m, 0.0))))
+    return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+            for row in out[list(ROW_FIELDS)].to_dict("records")]
+
+
+def cost_ratios(runs: pd.DataFrame, score_seconds: dict) -> dict:
+    """The paper's cost claims, measured: training saved by top-50 (same epochs) against Full-SFT, and
+    the whole Judge pipeline's time (scoring + training its top-50) against OST's."""
+    def seconds(method, fraction=None, protocol="same_epochs"):
+        sel = (runs["method"] == method) & (runs["protocol"] == protocol)
+        if fraction is not None:
+            sel &= runs["fraction"] == fraction
+        return float(runs.loc[sel, "train_seconds"].mean()) if sel.any() else float("nan")
+    full, ost50, judge50 = seconds("full"), seconds("ost", 0.5), seconds("judge", 0.5)
+    ost_total = score_seconds.get("ost", float("nan")) + ost50
+    judge_total = score_seconds.get("judge", float("nan")) + judge50
+    return {"train_seconds_full": full, "train_seconds_ost50": ost50,
+            "training_cost_reduction_top50": 1 - ost50 / full if full else float("nan"),
+            "pipeline_seconds_ost50": ost_total, "pipeline_seconds_judge50": judge_total,
+            "judge_to_ost_total_time": judge_total / ost_total if ost_total else float("nan")}
+
+
+def render_readme(summary_path, readme_path, start="<!-- table:start -->", end="<!-- table:end -->") -> str:
+    """Rewrite the README's table block from summary.json (the table is never typed by hand)."""
+    import json
+    from pathlib import Path
+    summary = json.loads(Path(summary_path).read_text())
+    text = Path(readme_path).read_text()
+    if start not in text or end not in text:
+        raise ValueError(f"{readme_path} has no {start} … {end} block to fill")
+    table = markdown(paper_table(pd.DataFrame(summary["rows"])))
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    Path(readme_path).write_text(f"{head}{start}\n{table}\n{end}{tail}")
+    return table
+
+
+if __name__ == "__main__":
+    import argparse
+    parser = argparse.ArgumentParser(description="render the README table from a summary.json")
+    parser.add_argument("--summary", required=True)
+    parser.add_argument("--readme", required=True)
+    args = parser.parse_args()
+    print(render_readme(args.summary, args.readme))

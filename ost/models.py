@@ -17,6 +17,8 @@ from transformers import (AutoModelForImageTextToText, PreTrainedTokenizerFast, 
 # row and column the *lowest* rotary frequencies, which at Qwen's 1e6 (or 1e4) barely turn between
 # neighbouring cells of a 2×2 grid, and the tiny decoder then cannot tell left from right.
 PRESETS = {
+    "proxy-small": dict(hidden=32, layers=2, heads=2, vision_width=64, vision_depth=2, vision_heads=4,
+                        rope_theta=10.0),
     "proxy": dict(hidden=64, layers=2, heads=2, vision_width=64, vision_depth=2, vision_heads=4, rope_theta=10.0),
     "target": dict(hidden=128, layers=3, heads=4, vision_width=96, vision_depth=2, vision_heads=4, rope_theta=10.0),
 }

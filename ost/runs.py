@@ -21,7 +21,8 @@ MADE_BY = {                       # artifact → the notebook that writes it
     "subsets.parquet": "03_select_subsets",
     "baselines.parquet": "04_score_baselines",
     "sft_runs.jsonl": "05_train_targets",
-    "summary.json": "06_analyze_results",
+    "transfer.json": "06_check_proxy_transfer",
+    "summary.json": "07_analyze_results",
 }
 HEAVY = {"proxy", "adam_state.pt", "score_parts"}
 

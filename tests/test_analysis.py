@@ -54,3 +54,23 @@ def test_experiment_plan_and_names():
     assert experiment.split_name("full") == ("full", 1.0)
     with pytest.raises(ValueError, match="protocol"):
         experiment.plan(member, ["same_steps"], [0])
+
+
+def test_summary_rows_and_readme_block(tmp_path):
+    import json
+    runs = _runs()
+    with pytest.raises(KeyError, match="judge"):
+        analysis.summary_rows(runs, {"ost": 5.0})
+    rows = analysis.summary_rows(runs, {"ost": 5.0, "judge": 50.0})
+    assert set(rows[0]) == set(analysis.ROW_FIELDS) and len(rows) == len(runs)
+    assert {r["method"]: r["score_seconds"] for r in rows} == {"full": 0.0, "ost": 5.0, "judge": 50.0}
+    (tmp_path / "summary.json").write_text(json.dumps({"rows": rows}))
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- table:start -->\nold\n<!-- table:end -->\nrest\n")
+    analysis.render_readme(tmp_path / "summary.json", readme)
+    text = readme.read_text()
+    assert text.startswith("intro\n<!-- table:start -->\n| method") and text.endswith("<!-- table:end -->\nrest\n")
+    assert "old" not in text and "| ost | 0.2 | fixed compute | 3 |" in text
+    readme.write_text("no block")
+    with pytest.raises(ValueError, match="block"):
+        analysis.render_readme(tmp_path / "summary.json", readme)

@@ -1,0 +1,56 @@
+"""Does the proxy's ranking hold beyond the proxy? Transfer to the target, and sensitivity to settings.
+
+Two questions reviewers of the paper asked, answered with the same two steps (warm a model on the
+warm-up slice, score samples with a one-step utility):
+* transfer: does the proxy's utility predict the *target's* own one-step validation change?
+  (Spearman over a sample of the pool, the target warmed on the same slice the same way);
+* sensitivity: how much of the top-20 % survives another proxy size, warm-up length or step size?
+  (|A ∩ B| / |A| of the top-20 % sets, on the same samples).
+"""
+import numpy as np
+import pandas as pd
+
+from . import base, collate, select, train, utility
+
+
+def warm(dd, model_name, warm_ids, *, epochs, lr, batch_size=32, seed=0, progress=False):
+    """(model, tokenizer, processor, sft log) of `model_name` fine-tuned on the warm-up ids."""
+    where = {i: n for n, i in enumerate(dd["pool"]["id"])}
+    missing = [i for i in warm_ids if i not in where]
+    if missing:
+        raise KeyError(f"{len(missing)} warm-up ids are not in the pool, e.g. {missing[:3]}")
+    model, tok, proc = base.load_model(model_name, progress=progress)
+    log = train.sft(model, tok, proc, dd["pool"].select(sorted(where[i] for i in warm_ids)), epochs=epochs,
+                    lr=lr, batch_size=batch_size, seed=seed, progress=progress)
+    return model, tok, proc, log
+
+
+def utilities(model, tok, proc, samples, validation, *, lr, optimizer="adam", adam_state=None,
+              method="first_order", batch_size=32) -> pd.Series:
+    """One-step utility of each sample (index = id), the step moving what SFT trains."""
+    col = collate.Collator(tok, proc)
+    with train.frozen_vision(model):
+        u = utility.one_step_utility(model, collate.batches(samples, col, batch_size),
+                                     collate.batches(validation, col, batch_size), collate.per_sample_loss,
+                                     lr=lr, method=method, optimizer=optimizer, adam_state=adam_state)
+    return pd.Series(u.numpy(), index=list(samples["id"]), name="utility")
+
+
+def top_overlap(reference: pd.Series, other: pd.Series, fraction: float = 0.2) -> float:
+    """|A ∩ B| / |A| of the two top fractions, over the ids both scored."""
+    common = reference.index.intersection(other.index)
+    a = set(select.top_fraction(reference.loc[common], fraction))
+    b = set(select.top_fraction(other.loc[common], fraction))
+    return len(a & b) / len(a)
+
+
+def sample_rows(n_total: int, n: int, seed: int) -> list:
+    """A seeded random sample of row numbers, sorted (so the scored order is the pool's order)."""
+    return sorted(np.random.default_rng(seed).choice(n_total, min(n, n_total), replace=False).tolist())
+
+
+def spearman(a: pd.Series, b: pd.Series) -> float:
+    from scipy.stats import spearmanr
+    common = a.index.intersection(b.index)
+    return float(spearmanr(a.loc[common], b.loc[common])[0])
+
