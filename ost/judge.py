@@ -291,14 +291,24 @@ def diversity_rank(scores: pd.Series, embeddings: np.ndarray, threshold: float =
     return pd.Series(rank, index=s.index), pd.Series(mask, index=s.index)
 
 
-def deita_scores(pool, judge: Judge, embedder: Embedder, threshold: float = 0.9, progress: bool = False) -> Scores:
+def deita_scores(pool, judge: Judge, embedder: Embedder, threshold: float = 0.9, progress: bool = False,
+                 quality: Scores | None = None) -> Scores:
     """DEITA-style: complexity (question only) × quality (question + answer) from the judge, then the
-    diversity pass on MiniLM embeddings of question + answer. Neither score sees the image."""
+    diversity pass on MiniLM embeddings of question + answer. Neither score sees the image.
+
+    `quality`: a judge's `judge_scores` of the same pool to use as the quality score instead of a second
+    pass with the "quality" prompt (both rate the answer; the pass is the dominant cost)."""
     q, a = list(pool["question"]), list(pool["answer"])
     complexity = judge.rate(q, a, "complexity", progress=progress)
     c1 = judge.last_cost
-    quality = judge.rate(q, a, "quality", progress=progress)
-    c2 = judge.last_cost
+    if quality is None:
+        quality = judge.rate(q, a, "quality", progress=progress)
+        c2 = judge.last_cost
+    else:
+        if quality.scores.index.tolist() != list(pool["id"]):
+            raise ValueError("quality scores must cover the pool's ids in order")
+        c2 = {"seconds": quality.seconds, "flops": quality.flops, "cached": quality.extra.get("cached", 0)}
+        quality = quality.scores.to_numpy()
     index = pd.Index(list(pool["id"]), name="id")
     evol = pd.Series(complexity * quality, index=index)
     emb = embedder.encode([f"{x}\n{y}" for x, y in zip(q, a)], progress=progress)

@@ -20,6 +20,7 @@ MADE_BY = {                       # artifact → the notebook that writes it
     "score_parts": "02_score_utility",
     "subsets.parquet": "03_select_subsets",
     "baselines.parquet": "04_score_baselines",
+    "baselines.json": "04_score_baselines",
     "sft_runs.jsonl": "05_train_targets",
     "transfer.json": "06_check_proxy_transfer",
     "summary.json": "07_analyze_results",

@@ -128,6 +128,11 @@ def test_packaged_judge_and_embedder_score_two_samples(pool, tmp_path):
     d = judge.deita_scores(two, j, emb)
     assert d.extra["complexity"].between(1, 6).all() and d.extra["quality"].between(1, 6).all()
     assert sorted(d.scores) == [1.0, 2.0] and d.flops > s.flops
+    shared = judge.deita_scores(two, j, emb, quality=s)        # the judge's rating as the quality score
+    np.testing.assert_allclose(shared.extra["quality"], s.scores)
+    np.testing.assert_allclose(shared.extra["evol"], d.extra["complexity"] * s.scores)
+    with pytest.raises(ValueError, match="ids"):
+        judge.deita_scores(two, j, emb, quality=judge.judge_scores(pool.select([1, 0]), j))
     v = emb.encode(["What is 3 + 4?", "What is 3 plus 4?", "The cat sat on the mat."])
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1, rtol=1e-5)
     assert v.shape == (3, 384) and v[0] @ v[1] > v[0] @ v[2]
