@@ -10,8 +10,9 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 PAPERMILL := $(PY) -m papermill -k python3 --progress-bar
+NOTEBOOKS := $(notdir $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb)))
 
-.PHONY: help venv test reproduce bench lab clean-quick
+.PHONY: help venv test reproduce readme credibility bench lab clean-quick
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -29,13 +30,22 @@ venv: $(VENV)/.installed ## build .venv from the pins in environment.yml (pip; n
 test: venv ## run the tests and execute every notebook at its quick defaults (nbval)
 	$(PY) -m pytest -q tests notebooks --nbval-lax
 
-reproduce: venv ## the main job: regenerate results/$(RUN)/ from configs/$(RUN).yaml
+reproduce: venv ## the main job: run every notebook with configs/$(RUN).yaml into results/$(RUN)/, then the README table
 	mkdir -p results/$(RUN)
-	$(PAPERMILL) -f configs/$(RUN).yaml notebooks/00_make_pool.ipynb results/$(RUN)/00_make_pool.ipynb
+	for nb in $(NOTEBOOKS); do \
+	  $(PAPERMILL) $(if $(wildcard configs/$(RUN).yaml),-f configs/$(RUN).yaml) -p run $(RUN) \
+	    notebooks/$$nb results/$(RUN)/$$nb || exit 1; \
+	done
+	$(if $(filter main,$(RUN)),$(MAKE) --no-print-directory readme)
+
+readme: venv ## render the README table from results/main/summary.json
+	$(PY) -m ost.analysis --summary results/main/summary.json --readme README.md > /dev/null
+
+credibility: venv ## is the embedded default real enough? clean part vs full pool, 3 seeds (results/$(RUN)/credibility.json)
 	$(PY) -m ost.credibility --config configs/$(RUN).yaml --out results/$(RUN)/credibility.json
 
-bench: venv ## cost of scoring vs one proxy training epoch (ratios from one run; not a test)
-	$(PY) benchmarks/bench_utility.py
+bench: venv ## scoring cost vs one epoch, exact, naive loop, memory in N -> results/bench/scoring.json (~30 min; BENCH_ARGS=--quick)
+	$(PY) benchmarks/bench_utility.py $(BENCH_ARGS)
 
 lab: venv ## open the notebooks in JupyterLab
 	$(VENV)/bin/jupyter lab notebooks

@@ -102,6 +102,29 @@ def cost_ratios(runs: pd.DataFrame, score_seconds: dict) -> dict:
             "judge_to_ost_total_time": judge_total / ost_total if ost_total else float("nan")}
 
 
+PAPER_CLAIMS = {      # name: (method, fraction, protocol, reference, the paper's figure in points)
+    "top50_vs_judge": ("ost", 0.5, "same_epochs", "judge", 1.8),
+    "top20_fixed_compute_vs_judge": ("ost", 0.2, "fixed_compute", "judge", 5.6),
+    "top20_fixed_compute_vs_full": ("ost", 0.2, "fixed_compute", "full", 8.8),
+}
+
+
+def claims(table: pd.DataFrame) -> dict:
+    """The paper's comparative claims as measured here: mean paired difference (points), its 95 % CI
+    half-width, the paper's figure, whether the sign holds and whether the CI excludes zero."""
+    out = {}
+    for name, (method, fraction, protocol, ref, paper) in PAPER_CLAIMS.items():
+        row = table[(table["method"] == method) & (table["fraction"] == fraction) & (table["protocol"] == protocol)]
+        diff = float(row[f"vs_{ref}"].iloc[0]) if len(row) else float("nan")
+        half = float(row[f"vs_{ref}_ci95"].iloc[0]) if len(row) else float("nan")
+        measured = np.isfinite(diff)
+        out[name] = {"difference_points": 100 * diff if measured else None,
+                     "ci95_points": 100 * half if np.isfinite(half) else None, "paper_points": paper,
+                     "holds": bool(diff > 0) if measured else None,
+                     "significant": bool(diff - half > 0) if measured and np.isfinite(half) else None}
+    return out
+
+
 def render_readme(summary_path, readme_path, start="<!-- table:start -->", end="<!-- table:end -->") -> str:
     """Rewrite the README's table block from summary.json (the table is never typed by hand)."""
     import json

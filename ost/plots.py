@@ -91,3 +91,47 @@ def roc_by_kind(scores, labels, title: str, ax=None):
     ax.set_xlabel("toxic kept (false positive rate)"), ax.set_ylabel("clean kept (true positive rate)")
     ax.set_title(title), ax.legend(fontsize=8, title="kind (AUROC)", title_fontsize=8)
     return ax
+
+
+def accuracy_bars(table, protocol: str, ax=None, reference: float | None = None):
+    """Mean test accuracy ± 95 % CI per method and fraction for one protocol (`analysis.paper_table`)."""
+    import numpy as np
+    t = table[table["protocol"] == protocol].copy()
+    t["label"] = t["method"] + " @" + t["fraction"].map("{:g}".format)
+    t = t.sort_values(["fraction", "accuracy"])
+    ax = ax or plt.subplots(figsize=(6.5, 0.32 * len(t) + 1.2))[1]
+    colours = [sns.color_palette()[1] if m.startswith("ost") else sns.color_palette()[0] for m in t["method"]]
+    ax.barh(t["label"], 100 * t["accuracy"], xerr=100 * np.nan_to_num(t["ci95"]), color=colours, capsize=2)
+    if reference is not None:
+        ax.axvline(100 * reference, color="black", ls="--", lw=1, label="Full-SFT")
+        ax.legend(fontsize=8, loc="lower right")
+    ax.set_xlabel("test exact match, % (mean ± 95 % CI over seeds)")
+    ax.set_title(protocol.replace("_", " "))
+    return ax
+
+
+def pareto(table, ax=None):
+    """Accuracy against total cost (scoring + training seconds): up and to the left is better."""
+    ax = ax or plt.subplots(figsize=(6.5, 4.6))[1]
+    for method, group in table.groupby("method"):
+        ax.scatter(group["score_seconds"] + group["train_seconds"], 100 * group["accuracy"], label=method,
+                   marker="*" if method.startswith("ost") else "o", s=90 if method.startswith("ost") else 40)
+        for r in group.itertuples():
+            ax.annotate(f"{r.fraction:g} {'fc' if r.protocol == 'fixed_compute' else 'se'}",
+                        (r.score_seconds + r.train_seconds, 100 * r.accuracy), fontsize=6,
+                        xytext=(3, 3), textcoords="offset points")
+    ax.set_xscale("log"), ax.set_xlabel("total seconds: scoring + one SFT run (log)")
+    ax.set_ylabel("test exact match, %"), ax.set_title("accuracy against cost (se: same epochs, fc: fixed compute)")
+    ax.legend(fontsize=7, ncol=2)
+    return ax
+
+
+def auroc_heatmap(auroc: dict, ax=None):
+    """Toxic-detection AUROC, scorers × noise kinds (0.5 = blind)."""
+    import pandas as pd
+    frame = pd.DataFrame(auroc).T
+    frame = frame[["all"] + sorted(c for c in frame.columns if c != "all")]
+    ax = ax or plt.subplots(figsize=(0.8 * frame.shape[1] + 2, 0.4 * frame.shape[0] + 1.2))[1]
+    sns.heatmap(frame, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="RdBu", center=0.5, ax=ax, cbar=False)
+    ax.set_title("toxic detection AUROC (higher score = clean)")
+    return ax

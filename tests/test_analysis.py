@@ -74,3 +74,18 @@ def test_summary_rows_and_readme_block(tmp_path):
     readme.write_text("no block")
     with pytest.raises(ValueError, match="block"):
         analysis.render_readme(tmp_path / "summary.json", readme)
+
+
+def test_claims_and_cost_ratios():
+    runs = _runs()
+    c = analysis.claims(analysis.paper_table(runs))
+    vs_full = c["top20_fixed_compute_vs_full"]
+    assert math.isclose(vs_full["difference_points"], 9.0) and vs_full["holds"] and vs_full["paper_points"] == 8.8
+    assert c["top50_vs_judge"]["difference_points"] is None and c["top50_vs_judge"]["holds"] is None
+    half = runs.assign(method=runs["method"].replace({"ost": "judge", "judge": "ost"}))
+    assert analysis.claims(analysis.paper_table(half))["top20_fixed_compute_vs_judge"]["holds"] is False
+    extra = pd.DataFrame([dict(method=m, fraction=0.5, protocol="same_epochs", seed=0, accuracy=0.5, n_train=50,
+                               train_seconds=4.0) for m in ("ost", "judge")])
+    r = analysis.cost_ratios(pd.concat([runs, extra]), {"ost": 2.0, "judge": 46.0})
+    assert math.isclose(r["training_cost_reduction_top50"], 0.6)
+    assert math.isclose(r["judge_to_ost_total_time"], 50.0 / 6.0)
