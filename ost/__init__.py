@@ -9,4 +9,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
+from transformers.utils import logging as _hf_logging
+
+_hf_logging.disable_progress_bar()     # "Loading weights" bars, once per model load, drown the real progress
+
 __version__ = "0.1.0"

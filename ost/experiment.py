@@ -81,3 +81,15 @@ def train_subsets(dd, member, out, *, target="target", protocols=PROTOCOLS, seed
             f.write(json.dumps(row) + "\n")
         rows.append(row)
     return rows
+
+
+def load_runs(path) -> "pd.DataFrame":
+    """The runs of the latest settings in a JSON-lines file (an earlier target or recipe is left out),
+    one row per (subset, protocol, seed)."""
+    import pandas as pd
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    if not rows:
+        raise ValueError(f"{path} holds no runs")
+    latest = rows[-1]["settings"]
+    frame = pd.DataFrame([r for r in rows if r["settings"] == latest])
+    return frame.drop_duplicates(["subset", "protocol", "seed"], keep="last").reset_index(drop=True)

@@ -89,3 +89,18 @@ def test_claims_and_cost_ratios():
     r = analysis.cost_ratios(pd.concat([runs, extra]), {"ost": 2.0, "judge": 46.0})
     assert math.isclose(r["training_cost_reduction_top50"], 0.6)
     assert math.isclose(r["judge_to_ost_total_time"], 50.0 / 6.0)
+
+
+def test_load_runs_keeps_the_latest_settings(tmp_path):
+    import json
+    path = tmp_path / "runs.jsonl"
+    old, new = {"target": "a"}, {"target": "b"}
+    rows = [dict(subset="full", protocol="same_epochs", seed=0, accuracy=0.1, settings=old),
+            dict(subset="full", protocol="same_epochs", seed=0, accuracy=0.2, settings=new),
+            dict(subset="ost@0.2", protocol="same_epochs", seed=0, accuracy=0.3, settings=new)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    frame = experiment.load_runs(path)
+    assert frame["accuracy"].tolist() == [0.2, 0.3]
+    path.write_text("")
+    with pytest.raises(ValueError, match="no runs"):
+        experiment.load_runs(path)
