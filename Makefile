@@ -9,6 +9,9 @@ RUN ?= main
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
+# OpenMP threads that spin while they wait turn a busy machine's tiny-model timings into noise (3-20x);
+# waiting passively keeps them within ~1.5x. OMP_WAIT_POLICY=ACTIVE make … overrides.
+export OMP_WAIT_POLICY ?= PASSIVE
 PAPERMILL := $(PY) -m papermill -k python3 --progress-bar
 NOTEBOOKS := $(notdir $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb)))
 
@@ -44,7 +47,7 @@ readme: venv ## render the README table from results/main/summary.json
 credibility: venv ## is the embedded default real enough? clean part vs full pool, 3 seeds (results/$(RUN)/credibility.json)
 	$(PY) -m ost.credibility --config configs/$(RUN).yaml --out results/$(RUN)/credibility.json
 
-bench: venv ## scoring cost vs one epoch, exact, naive loop, memory in N -> results/bench/scoring.json (~30 min; BENCH_ARGS=--quick)
+bench: venv ## scoring cost vs one epoch, exact, naive loop, memory in N -> results/bench/scoring.json (~15 min; BENCH_ARGS=--quick: ~4)
 	$(PY) benchmarks/bench_utility.py $(BENCH_ARGS)
 
 lab: venv ## open the notebooks in JupyterLab

@@ -8,6 +8,9 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+# Spinning OpenMP waits make a shared CPU's timings swing 3-20x; read when torch loads, so only
+# effective if ost is imported before torch (the Makefile exports it for everything it runs).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from transformers.utils import logging as _hf_logging
 

@@ -101,6 +101,8 @@ def score_pool(model, tokenizer, processor, pool, validation, out, *, lr=1e-4, m
     val = collate.batches(validation, col, batch_size)
     n_parts = math.ceil(len(pool) / part_size)
     mine = range(rank, n_parts, world)
+    with train.frozen_vision(model, freeze_vision):      # one validation pass per call, not per part
+        gval = utility.val_gradient(model, val, collate.per_sample_loss) if method == "first_order" else None
     for k in tqdm(mine, desc=f"scoring parts (rank {rank}/{world})", disable=not progress):
         path = parts_dir / f"part-{k:05d}.parquet"
         if path.exists():
@@ -108,13 +110,9 @@ def score_pool(model, tokenizer, processor, pool, validation, out, *, lr=1e-4, m
         part = pool.select(range(k * part_size, min((k + 1) * part_size, len(pool))))
         train_b = collate.batches(part, col, batch_size)
         with train.frozen_vision(model, freeze_vision):
-            u = utility.one_step_utility(model, train_b, val, collate.per_sample_loss, lr=lr, method=method,
-                                         optimizer=optimizer, adam_state=adam_state)
-        with torch.no_grad():
-            was = model.training
-            model.eval()
-            loss = torch.cat([collate.per_sample_loss(model, b) for b in train_b]).double()
-            model.train(was)
+            u, loss = utility.one_step_utility(model, train_b, val, collate.per_sample_loss, lr=lr, method=method,
+                                               optimizer=optimizer, adam_state=adam_state, val_grad=gval,
+                                               return_loss=True)
         finite = torch.isfinite(u) & torch.isfinite(loss)
         frame = pd.DataFrame({"id": part["id"], "utility": u.numpy(), "loss": loss.numpy(),
                               "status": ["ok" if f else "nonfinite" for f in finite.tolist()]})

@@ -25,7 +25,7 @@ last_path = None        # the first-order backend used by the latest call ("jvp"
 
 
 def one_step_utility(model, train_batches, val_batches, loss_fn, *, lr, method="first_order",
-                     optimizer="sgd", adam_state=None, backend="auto") -> torch.Tensor:
+                     optimizer="sgd", adam_state=None, backend="auto", val_grad=None, return_loss=False):
     """Utility of every training sample, in iteration order, as a float64 tensor of shape (N,).
 
     loss_fn(model, batch) → per-sample losses (B,). L_val weighs every validation sample equally.
@@ -47,6 +47,9 @@ def one_step_utility(model, train_batches, val_batches, loss_fn, *, lr, method="
     Coordinates of a stepped tensor whose v is still 0 keep D = eps, the literal linearisation.
 
     backend ("auto" or one of BACKENDS) picks the first-order path; "auto" tries them in order.
+    val_grad (first order): ∇L_val per trainable parameter from `val_gradient`, for a caller that
+    scores one pool in several calls (the validation pass then runs once, not once per call).
+    return_loss: return (utility, per-sample loss at θ); free, the forward pass runs anyway.
     """
     if method not in ("first_order", "exact"):
         raise ValueError(f"method must be 'first_order' or 'exact', not {method!r}")
@@ -59,14 +62,20 @@ def one_step_utility(model, train_batches, val_batches, loss_fn, *, lr, method="
     adam = _adam_states(model, params, adam_state) if optimizer == "adam" else None
     val = list(val_batches)
     modes = [(m, m.training) for m in model.modules()]
+    # tensors a forward caches on a module (Qwen2-VL's rope_deltas): under jvp they would be left as
+    # functorch wrappers, which copy.deepcopy(model) and later calls cannot use
+    cached = [(m, k, v) for m in model.modules() for k, v in vars(m).items()
+              if not k.startswith("_") and (v is None or torch.is_tensor(v))]
     grads = [(p, p.grad) for p in model.parameters()]
     saved = [p.detach().clone() for p in params] if method == "exact" else None
     model.eval()
     try:
         with torch.enable_grad():
             if method == "exact":
-                return _exact(model, train_batches, val, loss_fn, params, saved, lr, adam)
-            return _first_order(model, train_batches, val, loss_fn, named, lr, adam, backend)
+                u, loss = _exact(model, train_batches, val, loss_fn, params, saved, lr, adam)
+            else:
+                u, loss = _first_order(model, train_batches, val, loss_fn, named, lr, adam, backend, val_grad)
+            return (u, loss) if return_loss else u
     finally:
         if saved is not None:
             with torch.no_grad():
@@ -76,6 +85,8 @@ def one_step_utility(model, train_batches, val_batches, loss_fn, *, lr, method="
             p.grad = g
         for m, mode in modes:
             m.training = mode
+        for m, k, v in cached:
+            setattr(m, k, v)
 
 
 def _val_loss(model, val, loss_fn, params=None):
@@ -97,6 +108,23 @@ def _val_loss(model, val, loss_fn, params=None):
     return total / n, [g / n for g in grad]
 
 
+def val_gradient(model, val_batches, loss_fn) -> list:
+    """∇L_val for each trainable parameter, in eval mode, for one_step_utility(val_grad=…)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.enable_grad():
+            params = [p for p in model.parameters() if p.requires_grad]
+            return _val_loss(model, list(val_batches), loss_fn, params)[1]
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def _cat(xs):
+    return torch.cat(xs) if xs else torch.zeros(0, dtype=torch.float64)
+
+
 def _grads(loss, params, retain_graph=False):
     gs = torch.autograd.grad(loss, params, retain_graph=retain_graph, allow_unused=True)
     return [torch.zeros_like(p) if g is None else g for p, g in zip(params, gs)]
@@ -106,9 +134,10 @@ def _grads(loss, params, retain_graph=False):
 
 def _exact(model, train_batches, val, loss_fn, params, saved, lr, adam):
     """Reference: step the live parameters for each sample, evaluate, restore from `saved`."""
-    base, out = _val_loss(model, val, loss_fn), []
+    base, out, seen = _val_loss(model, val, loss_fn), [], []
     for batch in train_batches:
         losses = loss_fn(model, batch)      # all of the batch's gradients before any step touches θ
+        seen.append(losses.detach().double())
         per_sample = [_grads(losses[b], params, retain_graph=True) for b in range(losses.shape[0])]
         del losses
         for g in per_sample:
@@ -119,7 +148,7 @@ def _exact(model, train_batches, val, loss_fn, params, saved, lr, adam):
                 out.append(base - _val_loss(model, val, loss_fn))
                 for p, s in zip(params, saved):
                     p.copy_(s)
-    return torch.tensor(out, dtype=torch.float64)
+    return torch.tensor(out, dtype=torch.float64), _cat(seen)
 
 
 def _step(p, g, lr, st):
@@ -204,7 +233,7 @@ class _LossOf(nn.Module):
 
 
 def _directional(path, model, batch, loss_fn, named, d):
-    """Per-sample ⟨d, ∇L_b⟩ for one batch, shape (B,)."""
+    """Per-sample losses and ⟨d, ∇L_b⟩ for one batch, each of shape (B,)."""
     # SDPA's fused CPU kernel has neither forward AD nor double backward; its math form has both.
     with sdpa_kernel(SDPBackend.MATH) if path != "loop" else contextlib.nullcontext():
         return _directional_in(path, model, batch, loss_fn, named, d)
@@ -216,29 +245,30 @@ def _directional_in(path, model, batch, loss_fn, named, d):
         wrapper = _LossOf(model, loss_fn)
         primals = {"model." + n: p.detach() for n, p in named}
         tangents = dict(zip(primals, d))
-        return jvp(lambda ps: functional_call(wrapper, ps, (batch,)), (primals,), (tangents,))[1]
+        return jvp(lambda ps: functional_call(wrapper, ps, (batch,)), (primals,), (tangents,))
     losses = loss_fn(model, batch)
     if path == "double_backward":     # h(w) = Σ_b w_b ∇L_b is linear in w; ∂⟨d, h(w)⟩/∂w_b = ⟨d, ∇L_b⟩
         w = torch.zeros_like(losses, requires_grad=True)
         h = torch.autograd.grad((losses * w).sum(), params, create_graph=True, allow_unused=True)
         s = sum((hp * dp).sum() for hp, dp in zip(h, d) if hp is not None)
-        return torch.autograd.grad(s, w)[0]
-    return torch.stack([sum((g * dp).sum() for g, dp in zip(_grads(losses[b], params, True), d))
-                        for b in range(losses.shape[0])])
+        return losses, torch.autograd.grad(s, w)[0]
+    return losses, torch.stack([sum((g * dp).sum() for g, dp in zip(_grads(losses[b], params, True), d))
+                                for b in range(losses.shape[0])])
 
 
-def _first_order(model, train_batches, val, loss_fn, named, lr, adam, backend):
+def _first_order(model, train_batches, val, loss_fn, named, lr, adam, backend, gval=None):
     global last_path
-    _, gval = _val_loss(model, val, loss_fn, [p for _, p in named])
+    if gval is None:
+        _, gval = _val_loss(model, val, loss_fn, [p for _, p in named])
     d, c = _direction(gval, lr, adam)
     candidates = list(BACKENDS) if backend == "auto" else [backend]
     if any(b not in BACKENDS for b in candidates):
         raise ValueError(f"backend must be 'auto' or one of {BACKENDS}, not {backend!r}")
-    out = []
+    out, seen = [], []
     for batch in train_batches:
         while True:
             try:
-                jv = _directional(candidates[0], model, batch, loss_fn, named, d)
+                loss, jv = _directional(candidates[0], model, batch, loss_fn, named, d)
                 break
             except (RuntimeError, NotImplementedError) as err:
                 if len(candidates) == 1:
@@ -248,4 +278,5 @@ def _first_order(model, train_batches, val, loss_fn, named, lr, adam, backend):
                 candidates.pop(0)
         last_path = candidates[0]
         out.append(c + jv.detach().double())
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+        seen.append(loss.detach().double())
+    return _cat(out), _cat(seen)

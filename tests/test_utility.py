@@ -214,6 +214,13 @@ def test_qwen_first_order_matches_autograd(qwen):
     got = one_step_utility(model, train, val, collate.per_sample_loss, lr=0.1)
     assert utility.last_path == "jvp"                    # forward mode works (SDPA in its math form)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+    copy.deepcopy(model)            # no functorch wrapper left in a cache (Qwen2-VL keeps rope_deltas)
+    got, loss = one_step_utility(model, train, val, collate.per_sample_loss, lr=0.1, return_loss=True)
+    torch.testing.assert_close(loss, torch.cat([collate.per_sample_loss(model, b) for b in train]).double().detach(),
+                               rtol=1e-4, atol=1e-6)
+    gval = utility.val_gradient(model, val, collate.per_sample_loss)
+    torch.testing.assert_close(one_step_utility(model, train, val, collate.per_sample_loss, lr=0.1, val_grad=gval),
+                               got)
 
 
 # ---------------------------------------------------------------- 6. tied weights
