@@ -113,16 +113,17 @@ def accuracy_bars(table, protocol: str, ax=None, reference: float | None = None)
 def pareto(table, ax=None):
     """Accuracy against total cost (scoring + training seconds): up and to the left is better."""
     ax = ax or plt.subplots(figsize=(6.5, 4.6))[1]
+    colours = dict(zip(sorted(set(table["method"])), sns.color_palette("tab20", 20)))
     for method, group in table.groupby("method"):
         ax.scatter(group["score_seconds"] + group["train_seconds"], 100 * group["accuracy"], label=method,
-                   marker="*" if method.startswith("ost") else "o", s=90 if method.startswith("ost") else 40)
+                   color=colours[method], marker="*" if method.startswith("ost") else "o", s=90 if method.startswith("ost") else 40)
         for r in group.itertuples():
             ax.annotate(f"{r.fraction:g} {'fc' if r.protocol == 'fixed_compute' else 'se'}",
                         (r.score_seconds + r.train_seconds, 100 * r.accuracy), fontsize=6,
                         xytext=(3, 3), textcoords="offset points")
     ax.set_xscale("log"), ax.set_xlabel("total seconds: scoring + one SFT run (log)")
     ax.set_ylabel("test exact match, %"), ax.set_title("accuracy against cost (se: same epochs, fc: fixed compute)")
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1))
     return ax
 
 
