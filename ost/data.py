@@ -89,3 +89,26 @@ def composition(ds: datasets.Dataset, column: str = "noise") -> dict:
     """Count of samples per value of a label column, largest first (ties by name: same order every run)."""
     from collections import Counter
     return dict(sorted(Counter(ds[column]).items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def content_key(sample) -> str:
+    """Hash of what a model sees of a sample (image pixels, question, answer), whatever its id."""
+    h = hashlib.sha1()
+    image = sample.get("image")
+    if image is not None:
+        h.update(f"{image.mode}{image.size}".encode() + image.tobytes())
+    h.update(f"\x00{sample.get('question', '')}\x00{sample.get('answer', '')}".encode())
+    return h.hexdigest()
+
+
+def overlap(pool_ds, validation) -> list:
+    """(pool id, validation id) pairs that share an id or their content: a validation set that
+    overlaps the pool makes a sample's utility partly its own training loss, so OST refuses it."""
+    val_ids = {i: i for i in validation["id"]}
+    val_keys = {content_key(s): s["id"] for s in validation}
+    out = []
+    for s in pool_ds:
+        hit = val_ids.get(s["id"]) or val_keys.get(content_key(s))
+        if hit is not None:
+            out.append((s["id"], hit))
+    return out

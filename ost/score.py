@@ -76,6 +76,11 @@ def score_pool(model, tokenizer, processor, pool, validation, out, *, lr=1e-4, m
     Part files go to `parts_dir` (default: `<out>.parts/` next to the output). Parts made with other
     settings or inputs raise an error, or are deleted first with `overwrite=True`.
     """
+    shared = data.overlap(pool, validation)
+    if shared:
+        raise ValueError(f"the validation set overlaps the pool in {len(shared)} sample(s), e.g. pool "
+                         f"{shared[0][0]!r} = validation {shared[0][1]!r}: utility must be measured on held-out "
+                         "samples; remove them from one of the two")
     out = Path(out)
     parts_dir = Path(parts_dir) if parts_dir else out.with_name(out.name + ".parts")
     parts_dir.mkdir(parents=True, exist_ok=True)

@@ -118,3 +118,13 @@ def test_parts_of_another_model_are_never_reused(tmp_path, setup):
     assert not np.allclose(again["utility"], first["utility"])
     assert again["utility"].tolist() == score.score_pool(other, tok, proc, pool, val, tmp_path / "t.parquet",
                                                          part_size=5, progress=False)["utility"].tolist()
+
+
+def test_a_validation_set_overlapping_the_pool_is_refused(tmp_path, setup, records):
+    model, tok, proc, pool, val = setup
+    renamed = data.to_dataset([{**records[3], "id": "val-copy"}] + records[10:12])    # same content, new id
+    with pytest.raises(ValueError, match="overlaps the pool in 1 sample"):
+        score.score_pool(model, tok, proc, pool, renamed, tmp_path / "s.parquet", progress=False)
+    with pytest.raises(ValueError, match="overlaps"):
+        score.score_pool(model, tok, proc, pool, pool.select([0]), tmp_path / "s.parquet", progress=False)
+    assert data.overlap(pool, val) == []
