@@ -35,6 +35,7 @@ test: venv ## run the tests and execute every notebook at its quick defaults (nb
 
 reproduce: venv ## the main job: run every notebook with configs/$(RUN).yaml into results/$(RUN)/, then the README table
 	mkdir -p results/$(RUN)
+	$(if $(wildcard configs/$(RUN).yaml),$(PY) -m ost.runs configs/$(RUN).yaml)
 	for nb in $(NOTEBOOKS); do \
 	  $(PAPERMILL) $(if $(wildcard configs/$(RUN).yaml),-f configs/$(RUN).yaml) -p run $(RUN) \
 	    notebooks/$$nb results/$(RUN)/$$nb || exit 1; \

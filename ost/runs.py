@@ -40,16 +40,22 @@ def work_dir(run: str) -> Path:
     return path
 
 
-def artifact(run: str, name: str) -> Path:
-    """Path of a run's artifact, whether or not it exists yet."""
+def _path(run: str, name: str) -> Path:
     if name not in MADE_BY:
         raise KeyError(f"unknown artifact {name!r}; known: {sorted(MADE_BY)}")
-    return (work_dir(run) if name in HEAVY else results_dir(run)) / name
+    return (paths.DATA / "runs" if name in HEAVY else paths.RESULTS) / run / name
+
+
+def artifact(run: str, name: str) -> Path:
+    """Path of a run's artifact, to write it (its folder is created)."""
+    path = _path(run, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def need(run: str, name: str) -> Path:
     """Path of an artifact that must exist; if it does not, the error names the notebook that makes it."""
-    path = artifact(run, name)
+    path = _path(run, name)
     if not path.exists():
         notebook = MADE_BY[name]
         raise FileNotFoundError(
@@ -71,3 +77,49 @@ def write_json(run: str, name: str, payload: dict) -> Path:
 def load_pool(run: str):
     """The pool notebook 00 made for this run (its folder is recorded in pool.json)."""
     return data.load_pool(paths.ROOT / read_json(run, "pool.json")["folder"])
+
+
+def notebook_parameters(path) -> dict:
+    """{name: default} of a notebook's `parameters` cell (flat literals, read without running it)."""
+    import ast
+    import nbformat
+    nb = nbformat.read(str(path), as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
+    if not cells:
+        raise ValueError(f"{path} has no cell tagged 'parameters'")
+    out = {}
+    for node in ast.parse(cells[0].source).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            out[node.targets[0].id] = ast.literal_eval(node.value)
+    return out
+
+
+def check_config(config: dict, notebooks=None) -> None:
+    """Refuse a config key no notebook has (a typo would otherwise be ignored) or a value whose type
+    differs from the notebooks' default (an int where a float is expected is fine)."""
+    notebooks = notebooks or sorted(paths.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    known = {}
+    for nb in notebooks:
+        for name, default in notebook_parameters(nb).items():
+            known.setdefault(name, []).append((Path(nb).stem, default))
+    problems = []
+    for key, value in config.items():
+        if key not in known:
+            problems.append(f"{key!r} is a parameter of no notebook")
+            continue
+        for notebook, default in known[key]:
+            ok = isinstance(value, type(default)) or (isinstance(default, float) and isinstance(value, int))
+            if not ok:
+                problems.append(f"{key!r}: {notebook} expects {type(default).__name__}, got {value!r}")
+    if problems:
+        raise ValueError("config rejected: " + "; ".join(problems))
+
+
+if __name__ == "__main__":
+    import argparse
+    import yaml
+    parser = argparse.ArgumentParser(description="check a configs/*.yaml against the notebooks' parameters")
+    parser.add_argument("config")
+    config = yaml.safe_load(Path(parser.parse_args().config).read_text()) or {}
+    check_config(config)
+    print(f"{len(config)} keys, each a parameter of a notebook with a matching type")

@@ -1,0 +1,30 @@
+import pytest
+import yaml
+
+from ost import paths, runs
+
+
+def test_every_notebook_has_flat_commented_parameters():
+    notebooks = sorted(paths.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+    assert len(notebooks) >= 8
+    for nb in notebooks:
+        params = runs.notebook_parameters(nb)
+        assert params.get("run") == "quick", nb.name          # quick runs never touch results/main
+    assert runs.notebook_parameters(notebooks[0])["n_groups"] == 80
+
+
+def test_the_main_config_is_accepted_and_mistakes_are_not():
+    runs.check_config(yaml.safe_load((paths.CONFIGS / "main.yaml").read_text()))
+    with pytest.raises(ValueError, match="'n_group' is a parameter of no notebook"):
+        runs.check_config({"n_group": 300})
+    with pytest.raises(ValueError, match="'proxy_sizes': 06_check_proxy_transfer expects list"):
+        runs.check_config({"proxy_sizes": '["proxy"]'})
+    runs.check_config({"sft_lr": 1, "warmup_epochs": 2})                 # an int where a float is expected
+
+
+def test_a_missing_artifact_names_the_notebook_that_makes_it():
+    with pytest.raises(FileNotFoundError, match=r"run notebooks/02_score_utility.ipynb with run='no-such-run'"):
+        runs.need("no-such-run", "scores.parquet")
+    with pytest.raises(KeyError, match="unknown artifact"):
+        runs.artifact("no-such-run", "nope.json")
+    assert not (paths.RESULTS / "no-such-run").exists()                   # asking never creates folders
