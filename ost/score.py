@@ -105,13 +105,13 @@ def score_pool(model, tokenizer, processor, pool, validation, out, *, lr=1e-4, m
     col = collate.Collator(tokenizer, processor)
     val = collate.batches(validation, col, batch_size)
     n_parts = math.ceil(len(pool) / part_size)
-    mine = range(rank, n_parts, world)
-    with train.frozen_vision(model, freeze_vision):      # one validation pass per call, not per part
-        gval = utility.val_gradient(model, val, collate.per_sample_loss) if method == "first_order" else None
+    mine = [k for k in range(rank, n_parts, world) if not (parts_dir / f"part-{k:05d}.parquet").exists()]
+    gval = None                 # one validation pass per call, not per part, and none when resuming is done
+    if mine and method == "first_order":
+        with train.frozen_vision(model, freeze_vision):
+            gval = utility.val_gradient(model, val, collate.per_sample_loss)
     for k in tqdm(mine, desc=f"scoring parts (rank {rank}/{world})", disable=not progress):
         path = parts_dir / f"part-{k:05d}.parquet"
-        if path.exists():
-            continue
         part = pool.select(range(k * part_size, min((k + 1) * part_size, len(pool))))
         train_b = collate.batches(part, col, batch_size)
         with train.frozen_vision(model, freeze_vision):
