@@ -20,7 +20,7 @@ PRESETS = {
     "proxy-small": dict(hidden=32, layers=2, heads=2, vision_width=64, vision_depth=2, vision_heads=4,
                         rope_theta=10.0),
     "proxy": dict(hidden=64, layers=2, heads=2, vision_width=64, vision_depth=2, vision_heads=4, rope_theta=10.0),
-    "target": dict(hidden=128, layers=3, heads=4, vision_width=96, vision_depth=2, vision_heads=4, rope_theta=10.0),
+    "target": dict(hidden=96, layers=3, heads=4, vision_width=96, vision_depth=2, vision_heads=4, rope_theta=10.0),
 }
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
                   "<|image_pad|>", "<|video_pad|>"]
