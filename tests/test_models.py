@@ -18,9 +18,9 @@ def test_presets_forward_backward(preset, tokenizer, processor, records):
     assert model.model.visual.patch_embed.proj.weight.grad.abs().sum() > 0   # the image reaches the loss
 
 
-def test_target_is_several_times_the_proxy(tokenizer):
+def test_target_is_over_twice_the_proxy(tokenizer):
     ratio = models.n_params(models.build("target", tokenizer)) / models.n_params(models.build("proxy", tokenizer))
-    assert ratio >= 3
+    assert ratio >= 2
 
 
 def test_mrope_sections_fill_half_the_head(tokenizer):
