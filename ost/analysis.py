@@ -125,19 +125,69 @@ def claims(table: pd.DataFrame) -> dict:
     return out
 
 
+PAPER_COST = {"training_cost_reduction_top50": 0.43, "judge_to_ost_total_time": 17.0}
+
+
+def _claims_markdown(claims: dict) -> str:
+    lines = ["| the paper's claim | paper | here, points ± 95 % CI | sign holds | CI excludes 0 |", "|---|---|---|---|---|"]
+    yes_no = {True: "yes", False: "**no**", None: "–"}
+    for name, c in claims.items():
+        here = "not run" if c["difference_points"] is None else _fmt(c["difference_points"] / 100,
+                                                                      (c["ci95_points"] or np.nan) / 100, sign=True)
+        lines.append(f"| {name.replace('_', ' ')} | +{c['paper_points']:g} | {here} | {yes_no[c['holds']]} | "
+                     f"{yes_no[c['significant']]} |")
+    return "\n".join(lines)
+
+
+def _auroc_markdown(auroc: dict) -> str:
+    kinds = sorted({k for v in auroc.values() for k in v} - {"all"})
+    lines = ["| scorer | all | " + " | ".join(k.replace("_", " ") for k in kinds) + " |",
+             "|---|---|" + "---|" * len(kinds)]
+    for name, v in auroc.items():
+        cells = [f"{v[k]:.2f}" if v.get(k) is not None else "–" for k in ["all"] + kinds]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def readme_block(summary: dict) -> str:
+    """What the README shows of a run, all from its summary.json: the table, the paper's claims, costs,
+    toxic detection per kind, proxy→target transfer and sensitivity."""
+    table = paper_table(pd.DataFrame(summary["rows"]))
+    parts = [markdown(table)]
+    if "claims" in summary:
+        parts.append(_claims_markdown(summary["claims"]))
+    cost = summary.get("cost")
+    if cost:
+        parts.append(f"Training cost of the OST top-50 % (same epochs) against Full-SFT: "
+                     f"**{100 * cost['training_cost_reduction_top50']:.0f} % less** (paper: "
+                     f"{100 * PAPER_COST['training_cost_reduction_top50']:.0f} %). Whole pipeline (scoring + "
+                     f"training the top-50 %), LLM-as-a-Judge against OST: "
+                     f"**{cost['judge_to_ost_total_time']:.1f}×** the time ({cost['pipeline_seconds_judge50']:.0f} s "
+                     f"vs {cost['pipeline_seconds_ost50']:.0f} s; paper: {PAPER_COST['judge_to_ost_total_time']:g}×).")
+    if "toxic_auroc" in summary:
+        parts.append("Toxic-detection AUROC per noise kind (1 = every toxic sample ranked below every clean "
+                     "one; 0.5 = chance):\n\n" + _auroc_markdown(summary["toxic_auroc"]))
+    if "proxy_target_spearman" in summary:
+        overlap = ", ".join(f"{k} {v:.2f}" for k, v in summary.get("sensitivity_overlap", {}).items())
+        parts.append(f"Proxy → target: Spearman **{summary['proxy_target_spearman']:.2f}** between the proxy's "
+                     f"utility and the target's own exact one-step change. Top-20 overlap with the default "
+                     f"proxy's set (|A∩B| / |A|; chance 0.20): {overlap}.")
+    return "\n\n".join(parts)
+
+
 def render_readme(summary_path, readme_path, start="<!-- table:start -->", end="<!-- table:end -->") -> str:
-    """Rewrite the README's table block from summary.json (the table is never typed by hand)."""
+    """Rewrite the README's block from summary.json (its numbers are never typed by hand)."""
     import json
     from pathlib import Path
     summary = json.loads(Path(summary_path).read_text())
     text = Path(readme_path).read_text()
     if start not in text or end not in text:
         raise ValueError(f"{readme_path} has no {start} … {end} block to fill")
-    table = markdown(paper_table(pd.DataFrame(summary["rows"])))
+    block = readme_block(summary)
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
-    Path(readme_path).write_text(f"{head}{start}\n{table}\n{end}{tail}")
-    return table
+    Path(readme_path).write_text(f"{head}{start}\n{block}\n{end}{tail}")
+    return block
 
 
 if __name__ == "__main__":

@@ -71,6 +71,16 @@ def test_summary_rows_and_readme_block(tmp_path):
     text = readme.read_text()
     assert text.startswith("intro\n<!-- table:start -->\n| method") and text.endswith("<!-- table:end -->\nrest\n")
     assert "old" not in text and "| ost | 0.2 | fixed compute | 3 |" in text
+    table = analysis.paper_table(runs)
+    full = {"rows": rows, "claims": analysis.claims(table), "toxic_auroc": {"ost": {"all": 0.7, "garbled": 0.99}},
+            "cost": {"training_cost_reduction_top50": 0.5, "judge_to_ost_total_time": 8.0,
+                     "pipeline_seconds_judge50": 80.0, "pipeline_seconds_ost50": 10.0},
+            "proxy_target_spearman": 0.31, "sensitivity_overlap": {"proxy=target": 0.4}}
+    (tmp_path / "summary.json").write_text(json.dumps(full))
+    block = analysis.render_readme(tmp_path / "summary.json", readme)
+    assert "| top20 fixed compute vs full | +8.8 | +9.0 " in block and "**50 % less**" in block
+    assert "**8.0×**" in block and "| ost | 0.70 | 0.99 |" in block and "Spearman **0.31**" in block
+    assert readme.read_text().count("<!-- table:start -->") == 1 and block in readme.read_text()
     readme.write_text("no block")
     with pytest.raises(ValueError, match="block"):
         analysis.render_readme(tmp_path / "summary.json", readme)
