@@ -354,3 +354,186 @@ def test_an_unknown_notebook_parameter_is_refused():
         runs.check_config({"part_sise": 64}, notebooks=[nb])
     with pytest.raises(ValueError, match="'n_groups' is a parameter of no notebook"):   # 00's, not 02's
         runs.check_config({"n_groups": 10}, notebooks=[nb])
+
+
+# ------------------------------------------------------------------ scoring: statuses, over-long, non-finite
+
+@pytest.fixture(scope="module")
+def scoring(records, tokenizer, processor):
+    from conftest import TINY
+    from ost import models
+    pool = data.to_dataset(records[:12])
+    val = data.to_dataset(records[12:15])
+    return models.build(TINY, tokenizer, seed=0), tokenizer, processor, pool, val
+
+
+def _with_status(ds, bad: dict):
+    """The dataset with a status column: rows in `bad` {index: reason} marked skipped, image removed."""
+    rows = [{**r, "status": "ok", "note": ""} for r in ds]
+    for i, reason in bad.items():
+        rows[i].update(image=None, status=f"skipped:{reason}", note="marked by the test")
+    return data.to_dataset(rows)
+
+
+def test_skipped_rows_reach_the_score_file_unscored(tmp_path, scoring):
+    from ost import score, select
+    model, tok, proc, pool, val = scoring
+    bad = {2: "image_missing", 7: "not_utf8"}
+    frame = score.score_pool(model, tok, proc, _with_status(pool, bad), val, tmp_path / "s.parquet",
+                             part_size=5, batch_size=4, progress=False)
+    assert frame["id"].tolist() == pool["id"]                             # count in == count out, same order
+    assert [frame["status"][i] for i in bad] == ["skipped:image_missing", "skipped:not_utf8"]
+    assert frame["utility"][list(bad)].isna().all() and (frame["status"] == "ok").sum() == len(pool) - len(bad)
+    good = [i for i in range(len(pool)) if i not in bad]
+    alone = score.score_pool(model, tok, proc, pool.select(good), val, tmp_path / "g.parquet", part_size=5,
+                             batch_size=4, progress=False)
+    np.testing.assert_allclose(frame["utility"][good], alone["utility"], rtol=1e-4, atol=1e-9)
+    utility = frame.set_index("id")["utility"]
+    chosen = select.top_fraction(utility, 1.0)
+    assert set(chosen) == set(frame["id"][good]) and set(select.excluded(utility)) == set(frame["id"][list(bad)])
+    rep = validate.report(frame)
+    assert rep["by_status"] == {"ok": len(good), "skipped:image_missing": 1, "skipped:not_utf8": 1}
+    with pytest.raises(ValueError, match="validation set holds 1 record"):
+        score.score_pool(model, tok, proc, pool, _with_status(val, {0: "empty_answer"}), tmp_path / "v.parquet",
+                         progress=False)
+
+
+def test_over_long_samples_are_marked_too_long_and_counted(tmp_path, scoring):
+    """Policy: no truncation; a sample over max_length tokens is skipped:too_long, rows out = rows in."""
+    from ost import collate, score
+    model, tok, proc, pool, val = scoring
+    col = collate.Collator(tok, proc)
+    lengths = [col.n_tokens(s) for s in pool]
+    assert lengths == [int(col([s])["attention_mask"].sum()) for s in pool]     # the count the batch gets
+    cut = sorted(lengths)[len(lengths) // 2]
+    assert min(lengths) <= cut < max(lengths)
+    frame = score.score_pool(model, tok, proc, pool, val, tmp_path / "s.parquet", part_size=5, max_length=cut,
+                             progress=False)
+    assert len(frame) == len(pool)
+    assert frame["status"].tolist() == ["ok" if n <= cut else "skipped:too_long" for n in lengths]
+    assert frame["utility"][frame["status"] == "ok"].notna().all()
+
+
+def _poison(model, tok, marker):
+    """A copy of the model whose embedding rows for `marker`'s tokens are NaN: only a sample that
+    contains the marker has a non-finite forward pass."""
+    import copy
+
+    import torch
+    bad = copy.deepcopy(model)
+    ids = tok(marker, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        bad.get_input_embeddings().weight[ids] = float("nan")
+    return bad, set(ids)
+
+
+@pytest.mark.parametrize("method", ["first_order", "exact"])
+def test_one_nonfinite_sample_does_not_poison_its_batch(tmp_path, scoring, method):
+    from ost import score
+    model, tok, proc, pool, val = scoring
+    marker = "§¤"
+    poisoned, ids = _poison(model, tok, marker)
+    for s in list(pool) + list(val):                                       # no other sample touches those rows
+        assert not ids & set(tok(s["question"] + s["answer"], add_special_tokens=False)["input_ids"])
+    rows = pool.to_list()
+    rows[3] = {**rows[3], "question": rows[3]["question"] + " " + marker}
+    with_bad = data.to_dataset(rows)
+    frame = score.score_pool(poisoned, tok, proc, with_bad, val, tmp_path / "s.parquet", method=method,
+                             part_size=len(pool), batch_size=len(pool), progress=False)   # all in one batch
+    assert frame["status"].tolist() == ["ok"] * 3 + ["nonfinite"] + ["ok"] * (len(pool) - 4)
+    others = [i for i in range(len(pool)) if i != 3]
+    clean = score.score_pool(poisoned, tok, proc, pool.select(others), val, tmp_path / "c.parquet", method=method,
+                             part_size=len(pool), batch_size=len(pool), progress=False)
+    np.testing.assert_allclose(frame["utility"][others], clean["utility"], rtol=1e-4, atol=1e-9)
+    assert validate.report(frame)["by_status"]["nonfinite"] == 1
+
+
+# ------------------------------------------------------------------ interruption and determinism
+
+@pytest.fixture(scope="module")
+def on_disk(tmp_path_factory, records, tokenizer, processor):
+    """A saved tiny model and pool folder, as `python -m ost.score` reads them."""
+    from conftest import TINY
+    from ost import models
+    folder = tmp_path_factory.mktemp("score_cli")
+    model = models.build(TINY, tokenizer, seed=0)
+    models.save(folder / "model", model, tokenizer, processor)
+    datasets.DatasetDict({"pool": data.to_dataset(records[:40]), "validation": data.to_dataset(records[40:44]),
+                          "test": data.to_dataset(records[44:46])}).save_to_disk(str(folder / "pool"))
+    return folder
+
+
+def _cli(folder, out, *extra):
+    return ["--model", str(folder / "model"), "--pool", str(folder / "pool"), "--out", str(out),
+            "--part-size", "2", "--batch-size", "2", *extra]
+
+
+def test_sigkill_mid_run_then_rerun_gives_the_uninterrupted_file(tmp_path, on_disk):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ost import paths, score
+    n_parts = 20
+    whole = tmp_path / "whole.parquet"
+    score.main(_cli(on_disk, whole))
+    out = tmp_path / "killed.parquet"
+    parts = tmp_path / "killed.parquet.parts"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(paths.ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "ost.score", *_cli(on_disk, out)], cwd=paths.ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list(parts.glob("part-*.parquet")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    _, err = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    done = sorted(parts.glob("part-*.parquet"))
+    assert 1 <= len(done) < n_parts and not out.exists()                  # killed mid-run, after a part
+    with pytest.raises(ValueError, match="no manifest"):
+        score.read_scores(out)
+    again = subprocess.run([sys.executable, "-m", "ost.score", *_cli(on_disk, out)], cwd=paths.ROOT, env=env,
+                           capture_output=True, text=True, timeout=240)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"{n_parts * 2} records: {n_parts * 2} ok" in again.stdout
+    assert out.read_bytes() == whole.read_bytes()
+    assert score.read_scores(out)["id"].tolist() == score.read_scores(whole)["id"].tolist()
+
+
+def test_a_changed_or_half_written_score_file_is_not_taken_as_finished(tmp_path, scoring):
+    from ost import score
+    model, tok, proc, pool, val = scoring
+    out = tmp_path / "s.parquet"
+    score.score_pool(model, tok, proc, pool, val, out, part_size=5, progress=False)
+    assert len(score.read_scores(out)) == len(pool)
+    whole = out.read_bytes()
+    out.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(ValueError, match="does not match its manifest"):
+        score.read_scores(out)
+
+
+def test_same_parameters_give_byte_identical_scores_and_subsets(tmp_path, scoring):
+    import pyarrow.parquet as pq
+
+    from ost import score, select
+    model, tok, proc, pool, val = scoring
+    files = []
+    for run in ("a", "b"):
+        out = tmp_path / run / "scores.parquet"
+        out.parent.mkdir()
+        frame = score.score_pool(model, tok, proc, pool, val, out, part_size=5, seed=3, progress=False)
+        utility = frame.set_index("id")["utility"].where(frame.set_index("id")["status"] == "ok")
+        subsets = {select.subset_name("ost", f): select.top_fraction(utility, f) for f in (0.2, 0.5)}
+        select.membership(subsets, frame["id"]).to_parquet(tmp_path / run / "subsets.parquet")
+        files.append(out)
+    assert files[0].read_bytes() == files[1].read_bytes()
+    assert (tmp_path / "a" / "subsets.parquet").read_bytes() == (tmp_path / "b" / "subsets.parquet").read_bytes()
+    meta = json.loads(pq.read_schema(files[0]).metadata[b"ost"])
+    assert meta["seed"] == 3 and meta["settings"]["seed"] == 3 and meta["rows"] == len(pool)
+    manifest = json.loads(score.manifest_path(files[0]).read_text())
+    assert manifest["seed"] == 3 and manifest["status"] == {"ok": len(pool)}
+    other = score.score_pool(model, tok, proc, pool, val, tmp_path / "c.parquet", part_size=5, seed=4, progress=False)
+    assert json.loads(pq.read_schema(tmp_path / "c.parquet").metadata[b"ost"])["seed"] == 4
+    assert other["utility"].tolist() == frame["utility"].tolist()         # scoring draws no random numbers
