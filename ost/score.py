@@ -221,7 +221,8 @@ def score_pool(model, tokenizer, processor, pool, validation, out, *, lr=1e-4, m
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="a model folder (e.g. a warmed proxy) or checkpoint id")
-    parser.add_argument("--pool", required=True, help="a pool folder written by ost.data.make_pool")
+    parser.add_argument("--pool", required=True,
+                        help="a pool folder: ost.data.make_pool's, or a saved DatasetDict with pool and validation splits")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--method", choices=("first_order", "exact"), default="first_order")
@@ -243,7 +244,8 @@ def main(argv=None):
                        batch_size=args.batch_size, freeze_vision=not args.train_vision,
                        max_length=args.max_length, seed=args.seed)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(validate.format_report(validate.report(frame)))
+        notes = dd["pool"]["note"] if "note" in dd["pool"].column_names else None   # the loader's, for the report
+        print(validate.format_report(validate.report(frame if notes is None else frame.assign(note=notes))))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import torch.distributed as dist
         dist.destroy_process_group()

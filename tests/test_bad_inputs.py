@@ -537,3 +537,22 @@ def test_same_parameters_give_byte_identical_scores_and_subsets(tmp_path, scorin
     other = score.score_pool(model, tok, proc, pool, val, tmp_path / "c.parquet", part_size=5, seed=4, progress=False)
     assert json.loads(pq.read_schema(tmp_path / "c.parquet").metadata[b"ost"])["seed"] == 4
     assert other["utility"].tolist() == frame["utility"].tolist()         # scoring draws no random numbers
+
+
+def test_your_own_data_end_to_end_every_record_accounted_for(tmp_path, on_disk, records, capsys):
+    """LLaVA JSON with a broken record, loaded in skip mode, saved as a pool folder, scored by the CLI:
+    the score file has every record once and the printed report names the skipped one."""
+    from ost import score
+    path, recs = _llava_copy(tmp_path, _set(1, image="images/gone.png"))
+    with pytest.warns(UserWarning, match="1 of 4 records skipped"):
+        pool = loaders.load_llava_json(path, on_error="skip")
+    datasets.DatasetDict({"pool": pool, "validation": data.to_dataset(records[40:44])}).save_to_disk(
+        str(tmp_path / "mine"))
+    out = tmp_path / "scores.parquet"
+    score.main(["--model", str(on_disk / "model"), "--pool", str(tmp_path / "mine"), "--out", str(out)])
+    frame = score.read_scores(out)
+    assert frame["id"].tolist() == pool["id"] and len(frame) == len(recs)
+    assert frame["status"].tolist() == ["ok", "skipped:image_missing", "ok", "ok"]
+    printed = capsys.readouterr().out
+    assert "4 records: 3 ok, 1 not scored or excluded" in printed
+    assert "skipped:image_missing: 1" in printed and "mathv-0001: " in printed and "images/gone.png" in printed
