@@ -48,6 +48,7 @@ def _defaults(rec: dict, task: str = "real") -> dict:
             raise BadRecord("bad_field", k, f"field {k!r} must be text, got {type(rec[k]).__name__} {rec[k]!r}")
     rec.setdefault("task", task)
     d = rec.get("difficulty", 0)
+    d = int(d) if isinstance(d, float) and d.is_integer() else d
     if isinstance(d, bool) or not isinstance(d, (int, float, str)) or not str(d).strip().lstrip("-").isdigit():
         raise BadRecord("bad_field", "difficulty", f"field 'difficulty' must be a whole number, got {d!r}")
     rec["difficulty"] = int(d)
@@ -119,13 +120,15 @@ def read_llava_json(path, image_root=None, task="real", on_error="raise", ignore
     records, ids = [], validate.Ids()
     for i, r in enumerate(data):
         given = r.get("id") if isinstance(r, dict) else None
-        rid = str(given) if isinstance(given, (str, int)) and not isinstance(given, bool) else f"{path.stem}-{i:06d}"
+        usable = isinstance(given, (str, int)) and not isinstance(given, bool) and str(given).strip()
+        rid = str(given) if usable else f"{path.stem}-{i:06d}"      # a bad id is refused; its row keeps this one
         where = f"{path}: record {i} (id {rid!r})"
         try:
             if not isinstance(r, dict):
                 raise BadRecord("not_a_record", None, f"expected a JSON object, got {type(r).__name__}")
-            if given is not None and rid != str(given):
-                raise BadRecord("bad_field", "id", f"field 'id' must be text or a whole number, got {given!r}")
+            if given is not None and (rid != str(given) or not rid.strip()):
+                raise BadRecord("bad_field", "id", f"field 'id' must be non-empty text or a whole number, "
+                                                   f"got {given!r}")
             ids.claim(rid, f"record {i}")
             rec, note = _llava_record(r, rid, root, task, ignore_fields, max_pixels)
             records.append({**rec, "status": "ok", "note": note})
@@ -193,9 +196,11 @@ def read_hf_dataset(path, split=None, columns=None, on_error="raise", ignore_fie
     for i, row in enumerate(ds):
         rec = {field: row[col] for field, col in source.items()}
         given = rec.get("id")
-        rid = str(given) if given is not None else f"{i:06d}"
+        rid = str(given) if given is not None and str(given).strip() else f"{i:06d}"
         where = f"{path}: row {i} (id {rid!r})"
         try:
+            if given is not None and not str(given).strip():
+                raise BadRecord("bad_field", "id", f"field 'id' is empty ({given!r})")
             ids.claim(rid, f"row {i}")
             image = rec.pop("image")
             if image is None or not (image.get("bytes") or image.get("path")):

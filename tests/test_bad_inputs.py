@@ -104,6 +104,7 @@ LLAVA_CASES = {   # name → (edit, raw byte replacement, record index, reason, 
                                     "conversations"),
     "duplicate id": (_set(1, id="q-three"), None, 1, "duplicate_id", "id"),
     "id a float": (_set(0, id=1.5), None, 0, "bad_field", "id"),
+    "id empty": (_set(2, id=" "), None, 2, "bad_field", "id"),
     "record not an object": (lambda rs, f: rs.insert(2, "just a string"), None, 2, "not_a_record", None),
 }
 
@@ -231,6 +232,7 @@ HF_CASES = {   # name → (row changes, features, the other rows' question, row,
     "no final answer": ({2: {"answer": "A long explanation of the digit without ever stating it plainly."}},
                         HF_FEATURES, "Which digit?", 2, "no_final"),
     "duplicate id": ({3: {"id": "h0"}}, HF_FEATURES, "Which digit?", 3, "duplicate_id"),
+    "id empty": ({2: {"id": ""}}, HF_FEATURES, "Which digit?", 2, "bad_field"),
 }
 
 
@@ -243,7 +245,7 @@ def test_hf_bad_row_raises_or_is_skipped(tmp_path, case):
     assert err.value.reason == reason and str(err.value).startswith(f"{path}: row {i} (id ")
     with pytest.warns(UserWarning, match=f"1 of 4 records skipped .*{reason}"):
         ds = loaders.load_hf_dataset(path, on_error="skip")
-    assert ds["id"] == ["h0", "h1", "h2", "h0" if reason == "duplicate_id" else "h3"]
+    assert ds["id"] == ["h0", "h1", "000002" if case == "id empty" else "h2", "h0" if reason == "duplicate_id" else "h3"]
     assert ds["status"] == ["ok"] * i + [f"skipped:{reason}"] + ["ok"] * (3 - i)
     if features is BINARY_Q:                                              # UTF-8 bytes are fine text
         assert ds["question"][0] == "Which digit?"
