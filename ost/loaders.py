@@ -203,9 +203,9 @@ def read_hf_dataset(path, split=None, columns=None, on_error="raise", ignore_fie
                 raise BadRecord("bad_field", "id", f"field 'id' is empty ({given!r})")
             ids.claim(rid, f"row {i}")
             image = rec.pop("image")
-            if image is None or not (image.get("bytes") or image.get("path")):
+            if image is None or (image.get("bytes") is None and not image.get("path")):
                 raise BadRecord("missing_field", "image", "field 'image' is empty")
-            src = image["bytes"] if image.get("bytes") is not None else image["path"]
+            src = image["bytes"] if image.get("bytes") is not None else image["path"]   # b"" → image_empty
             rec["image"], note = validate.open_image(src, max_pixels=max_pixels)
             rec["question"] = _question(rec.get("question"))
             rec["answer"] = validate.text(rec.get("answer"), "answer")

@@ -219,7 +219,7 @@ def _hf(tmp_path, rows, features=HF_FEATURES, question="Which digit?"):
 BINARY_Q = datasets.Features({**HF_FEATURES, "question": datasets.Value("binary")})
 HF_CASES = {   # name → (row changes, features, the other rows' question, row, reason)
     "image null": ({1: {"image": None}}, HF_FEATURES, "Which digit?", 1, "missing_field"),
-    "image bytes empty": ({2: {"image": {"bytes": b"", "path": None}}}, HF_FEATURES, "Which digit?", 2, "missing_field"),
+    "image bytes empty": ({2: {"image": {"bytes": b"", "path": None}}}, HF_FEATURES, "Which digit?", 2, "image_empty"),
     "image bytes not an image": ({0: {"image": {"bytes": b"GIF? no", "path": None}}}, HF_FEATURES, "Which digit?", 0,
                                  "image_unreadable"),
     "image bytes truncated": ({3: {"image": {"bytes": _noise_png()[:1500], "path": None}}}, HF_FEATURES,
