@@ -33,6 +33,16 @@ class Collator:
         messages = [{"role": "user", "content": content}]
         return self.tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
+    def n_tokens(self, sample) -> int:
+        """Length of the sample's row in a batch, without processing its pixels: the image's token
+        count follows from its size (what `ost.score`'s max_length policy compares)."""
+        prompt = self._ids(self.prompt_text(sample))
+        n = len(prompt)
+        if sample.get("image") is not None:
+            w, h = sample["image"].size
+            n += self.proc.get_number_of_image_patches(h, w, {}) // self.merge**2 - 1
+        return n + (len(self._ids(sample["answer"] + self.end_text)) if self.with_answer else 0)
+
     def _ids(self, text):
         return self.tok(text, add_special_tokens=False)["input_ids"]
 

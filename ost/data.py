@@ -37,8 +37,14 @@ def normalize_final(text: str) -> str:
     return re.sub(r"\s+", " ", str(text)).strip().rstrip(".").strip().lower()
 
 
+STATUS_FEATURES = datasets.Features({**FEATURES, "status": datasets.Value("string"),
+                                     "note": datasets.Value("string")})
+
+
 def to_dataset(records: list) -> datasets.Dataset:
-    return datasets.Dataset.from_list([{k: r[k] for k in FIELDS} for r in records], features=FEATURES)
+    """Schema records as a Dataset; records read with `on_error="skip"` keep their `status` and `note`."""
+    features = STATUS_FEATURES if records and "status" in records[0] else FEATURES
+    return datasets.Dataset.from_dict({k: [r[k] for r in records] for k in features}, features=features)
 
 
 def pool_params(**overrides) -> dict:
@@ -78,11 +84,49 @@ def make_pool(out_dir=None, overwrite=False, **overrides) -> Path:
 
 
 def load_pool(folder) -> datasets.DatasetDict:
+    """A pool folder (generated, or your own DatasetDict with `pool` and `validation` splits), checked
+    on load: schema columns, unique non-empty ids, non-empty text, an image on every `ok` row."""
     folder = Path(folder)
     if not (folder / "dataset_dict.json").exists():
         raise FileNotFoundError(f"no pool at {folder}: run notebooks/00_make_pool.ipynb "
                                 "(or ost.data.make_pool) first")
-    return datasets.load_from_disk(str(folder))
+    dd = datasets.load_from_disk(str(folder))
+    missing = {"pool", "validation"} - set(dd)
+    if missing:
+        raise ValueError(f"{folder}: split(s) {sorted(missing)} missing; a pool folder holds 'pool' and "
+                         f"'validation' (found {sorted(dd)})")
+    for name, split in dd.items():
+        check_split(split, f"{folder}, split {name!r}")
+    return dd
+
+
+def check_split(ds: datasets.Dataset, where: str):
+    """Column checks, no image decoding (fast on 100k rows): a bad row names its index, id and field.
+    Rows already marked `skipped:*` (a loader's skip mode) are allowed to be empty."""
+    extra = set(ds.column_names) - set(STATUS_FEATURES)
+    lacking = set(FIELDS) - set(ds.column_names)
+    if extra or lacking:
+        raise ValueError(f"{where}: columns {ds.column_names} do not match the schema {list(FIELDS)} "
+                         f"(unknown: {sorted(extra)}, missing: {sorted(lacking)}); rebuild the pool "
+                         "(make_pool(overwrite=True)) or map your data with ost.loaders")
+    ids = ds["id"]
+    status = ds["status"] if "status" in ds.column_names else ["ok"] * len(ds)
+    images = ds.cast_column("image", datasets.Image(decode=False))["image"]
+    seen = {}
+    for i, rid in enumerate(ids):
+        at = f"{where}: row {i} (id {rid!r})"
+        if not rid:
+            raise ValueError(f"{at}: field 'id' is empty")
+        if rid in seen:
+            raise ValueError(f"{at}: field 'id' duplicates row {seen[rid]}")
+        seen[rid] = i
+    for field in ("question", "answer"):
+        for i, v in enumerate(ds[field]):
+            if status[i] == "ok" and not (v or "").strip():
+                raise ValueError(f"{where}: row {i} (id {ids[i]!r}): field {field!r} is empty")
+    for i, im in enumerate(images):
+        if status[i] == "ok" and not (im and (im.get("bytes") or im.get("path"))):
+            raise ValueError(f"{where}: row {i} (id {ids[i]!r}): field 'image' is empty")
 
 
 def composition(ds: datasets.Dataset, column: str = "noise") -> dict:

@@ -3,7 +3,8 @@
 Two sources: a LLaVA-style JSON list (MathV360K and friends) with images on disk, and a Hugging Face
 dataset saved with `save_to_disk`. Fields the source lacks get the defaults of real data: `noise`
 "clean" (nothing is planted), `difficulty` 0 (unknown), `task` "real". Broken input fails loudly,
-naming the file, the record and the field, rather than being skipped in silence.
+naming the file, the record and the field; with `on_error="skip"` a bad record stays as a row with a
+`skipped:<reason>` status instead (`ost.validate`), never dropped in silence.
 """
 import json
 from pathlib import Path
@@ -11,10 +12,13 @@ from pathlib import Path
 import datasets
 from PIL import Image
 
+from . import validate
 from .data import FIELDS, extract_final, to_dataset
+from .validate import BadRecord
 
 SHORT_ANSWER = 20          # a gpt turn this short with no "Answer:" line is the final itself ("12")
 REQUIRED = ("question", "answer", "image")
+LLAVA_FIELDS = ("id", "image", "conversations", "final", "task", "difficulty", "noise")
 FORMATS = ("a LLaVA-style .json file (list of records with 'image' and 'conversations')",
            "a folder written by datasets' save_to_disk (dataset_dict.json, or dataset_info.json + state.json)")
 
@@ -30,54 +34,118 @@ def _final(answer: str, given=None) -> str:
 
 
 def _defaults(rec: dict, task: str = "real") -> dict:
-    """Fill the optional fields the way real (unlabelled) data needs them, in FIELDS order."""
-    rec["final"] = _final(rec["answer"], rec.get("final"))
+    """Fill the optional fields the way real (unlabelled) data needs them, in FIELDS order; a field of
+    the wrong type, or no final answer to be found, is a bad record."""
+    given = rec.get("final")
+    if given is not None and not isinstance(given, (str, int, float)):
+        raise BadRecord("bad_field", "final", f"field 'final' must be text or a number, got {type(given).__name__}")
+    rec["final"] = _final(rec["answer"], given)
+    if not rec["final"]:
+        raise BadRecord("no_final", "final", "no final answer: add a 'final' field or an 'Answer: …' line "
+                                              f"(answer starts {rec['answer'][:40]!r})")
+    for k in ("task", "noise", "group"):
+        if k in rec and not isinstance(rec[k], str):
+            raise BadRecord("bad_field", k, f"field {k!r} must be text, got {type(rec[k]).__name__} {rec[k]!r}")
     rec.setdefault("task", task)
-    rec["difficulty"] = int(rec.get("difficulty", 0))
+    d = rec.get("difficulty", 0)
+    d = int(d) if isinstance(d, float) and d.is_integer() else d
+    if isinstance(d, bool) or not isinstance(d, (int, float, str)) or not str(d).strip().lstrip("-").isdigit():
+        raise BadRecord("bad_field", "difficulty", f"field 'difficulty' must be a whole number, got {d!r}")
+    rec["difficulty"] = int(d)
     rec.setdefault("noise", "clean")
     rec.setdefault("group", rec["id"])
     return {k: rec[k] for k in FIELDS}
 
 
-def read_llava_json(path, image_root=None, task="real") -> list:
+def _question(value) -> str:
+    q = validate.text(value, "question").replace("<image>", "").strip()
+    if not q:
+        raise BadRecord("empty_question", "question", "field 'question' holds nothing but the <image> tag")
+    return q
+
+
+def _llava_record(r, rid, root, task, ignore, max_pixels) -> dict:
+    """One LLaVA-style record → schema dict, or BadRecord naming the field."""
+    unknown = sorted(set(r) - set(LLAVA_FIELDS) - set(ignore))
+    if unknown:
+        raise BadRecord("unknown_field", unknown[0], f"unknown field(s) {unknown}; known: {list(LLAVA_FIELDS)} "
+                                                     f"(pass ignore_fields={unknown} to accept them)")
+    for field in ("conversations", "image"):
+        if r.get(field) is None:
+            raise BadRecord("missing_field", field, f"missing field {field!r}")
+    turns = r["conversations"]
+    roles = [t.get("from") if isinstance(t, dict) else None for t in turns[:2]] if isinstance(turns, list) else None
+    if roles != ["human", "gpt"]:
+        raise BadRecord("bad_field", "conversations", "field 'conversations' must start with a human turn then "
+                                                      f"a gpt turn, got roles {roles}")
+    if not isinstance(r["image"], str):
+        raise BadRecord("bad_field", "image", f"field 'image' must be a path, got {type(r['image']).__name__}")
+    question, answer = _question(turns[0].get("value")), validate.text(turns[1].get("value"), "answer")
+    image, note = validate.open_image(root / r["image"], max_pixels=max_pixels)
+    rec = {"id": rid, "image": image, "question": question, "answer": answer, "group": r["image"]}
+    rec.update({k: r[k] for k in ("final", "task", "difficulty", "noise") if k in r})
+    return _defaults(rec, task), note
+
+
+def _finish(records: list, on_error: str, source) -> list:
+    """Raise mode: plain schema records. Skip mode: every record with a status and a note."""
+    if on_error == "raise":
+        return [{k: r[k] for k in FIELDS} for r in records]
+    validate.warn_skipped(source, records)
+    return records
+
+
+def read_llava_json(path, image_root=None, task="real", on_error="raise", ignore_fields=(),
+                    max_pixels=validate.MAX_PIXELS) -> list:
     """Records (dicts in FIELDS order, PIL RGB images) from a LLaVA-style JSON list.
 
     Only the first human→gpt turn pair of each conversation is used: the schema holds one question
     and one answer per sample. `group` is the image path as written in the file, so near-duplicates
-    that reuse an image share a group.
+    that reuse an image share a group. A bad record raises (naming file, record and field), or with
+    `on_error="skip"` becomes a `skipped:<reason>` row (see `ost.validate`); fields the schema does
+    not know are refused unless listed in `ignore_fields`.
     """
+    validate.check_on_error(on_error)
     path = Path(path)
     root = Path(image_root) if image_root is not None else path.parent
-    data = json.loads(path.read_text(encoding="utf-8"))
+    raw = path.read_bytes().decode("utf-8", errors="surrogateescape")   # bad bytes → per-record not_utf8
+    try:
+        data = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON: {err}") from None
     if not isinstance(data, list):
         raise ValueError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
-    records = []
+    if not data:
+        raise ValueError(f"{path}: the list holds no records")
+    records, ids = [], validate.Ids()
     for i, r in enumerate(data):
-        rid = str(r["id"]) if r.get("id") is not None else f"{path.stem}-{i:06d}"
+        given = r.get("id") if isinstance(r, dict) else None
+        usable = isinstance(given, (str, int)) and not isinstance(given, bool) and str(given).strip()
+        rid = str(given) if usable else f"{path.stem}-{i:06d}"      # a bad id is refused; its row keeps this one
         where = f"{path}: record {i} (id {rid!r})"
-        for field in ("conversations", "image"):
-            if field not in r:
-                raise ValueError(f"{where}: missing field {field!r}")
-        turns = r["conversations"]
-        roles = [t.get("from") for t in turns[:2]] if isinstance(turns, list) else None
-        if roles != ["human", "gpt"]:
-            raise ValueError(f"{where}: field 'conversations' must start with a human turn then a gpt "
-                             f"turn, got roles {roles}")
-        image_path = root / r["image"]
-        if not image_path.is_file():
-            raise FileNotFoundError(f"{where}: field 'image': no image file at {image_path}")
-        with Image.open(image_path) as im:
-            image = im.convert("RGB")
-        rec = {"id": rid, "image": image, "question": turns[0]["value"].replace("<image>", "").strip(),
-               "answer": turns[1]["value"], "group": str(r["image"])}
-        rec.update({k: r[k] for k in ("final", "task", "difficulty", "noise") if k in r})
-        records.append(_defaults(rec, task))
-    return records
+        try:
+            if not isinstance(r, dict):
+                raise BadRecord("not_a_record", None, f"expected a JSON object, got {type(r).__name__}")
+            if given is not None and (rid != str(given) or not rid.strip()):
+                raise BadRecord("bad_field", "id", f"field 'id' must be non-empty text or a whole number, "
+                                                   f"got {given!r}")
+            ids.claim(rid, f"record {i}")
+            rec, note = _llava_record(r, rid, root, task, ignore_fields, max_pixels)
+            records.append({**rec, "status": "ok", "note": note})
+        except BadRecord as bad:
+            if on_error == "raise":
+                raise bad.at(where) from None
+            turns = r.get("conversations") if isinstance(r, dict) else None
+            partial = {"group": r.get("image")} if isinstance(r, dict) else {}
+            if isinstance(turns, list) and len(turns) > 1 and all(isinstance(t, dict) for t in turns[:2]):
+                partial.update(question=turns[0].get("value"), answer=turns[1].get("value"))
+            records.append(validate.skipped(rid, bad.at(where), {**partial, "task": task}))
+    return _finish(records, on_error, path)
 
 
-def load_llava_json(path, image_root=None, task="real") -> datasets.Dataset:
-    """A LLaVA-style JSON file as a schema Dataset (see `read_llava_json`)."""
-    return to_dataset(read_llava_json(path, image_root=image_root, task=task))
+def load_llava_json(path, image_root=None, task="real", **kw) -> datasets.Dataset:
+    """A LLaVA-style JSON file as a schema Dataset (see `read_llava_json`; skip mode adds `status`, `note`)."""
+    return to_dataset(read_llava_json(path, image_root=image_root, task=task, **kw))
 
 
 def _pick_split(ds, path, split):
@@ -91,12 +159,17 @@ def _pick_split(ds, path, split):
     return ds[name]
 
 
-def read_hf_dataset(path, split=None, columns=None) -> list:
+def read_hf_dataset(path, split=None, columns=None, on_error="raise", ignore_fields=(),
+                    max_pixels=validate.MAX_PIXELS) -> list:
     """Records (dicts in FIELDS order, PIL RGB images) from a dataset saved with `save_to_disk`.
 
     `columns` maps schema field → source column (identity by default). Without a group column,
     `group` is the id: the image path stored on disk is only a basename, too weak to group by.
+    A column that maps to no field is refused unless listed in `ignore_fields` (a typo in `columns`
+    would otherwise drop the data it meant to map). Bad rows raise or, with `on_error="skip"`, become
+    `skipped:<reason>` rows, as in `read_llava_json`.
     """
+    validate.check_on_error(on_error)
     columns = dict(columns or {})
     unknown = set(columns) - set(FIELDS)
     if unknown:
@@ -111,24 +184,44 @@ def read_hf_dataset(path, split=None, columns=None) -> list:
         elif field in REQUIRED or field in columns:
             raise ValueError(f"{path}: field {field!r} needs column {col!r}, which is missing; "
                              f"available columns: {available} (map it with columns={{{field!r}: ...}})")
+    unused = sorted(set(available) - set(source.values()) - set(ignore_fields))
+    if unused:
+        raise ValueError(f"{path}: column(s) {unused} map to no schema field {list(FIELDS)}; map them with "
+                         f"columns={{field: column}} or pass ignore_fields={unused}")
     if not isinstance(ds.features[source["image"]], datasets.Image):
         raise ValueError(f"{path}: column {source['image']!r} for field 'image' must be a datasets "
                          f"Image feature, got {ds.features[source['image']]}")
-    records = []
+    ds = ds.cast_column(source["image"], datasets.Image(decode=False))   # decoded here, one row at a time
+    records, ids = [], validate.Ids()
     for i, row in enumerate(ds):
         rec = {field: row[col] for field, col in source.items()}
-        rec["id"] = str(rec["id"]) if rec.get("id") is not None else f"{i:06d}"
-        if rec["image"] is None:
-            raise ValueError(f"{path}: row {i} (id {rec['id']!r}): field 'image' is empty")
-        rec["image"] = rec["image"].convert("RGB")
-        rec = {k: v for k, v in rec.items() if v is not None}    # a null optional takes the default
-        records.append(_defaults(rec))
-    return records
+        given = rec.get("id")
+        rid = str(given) if given is not None and str(given).strip() else f"{i:06d}"
+        where = f"{path}: row {i} (id {rid!r})"
+        try:
+            if given is not None and not str(given).strip():
+                raise BadRecord("bad_field", "id", f"field 'id' is empty ({given!r})")
+            ids.claim(rid, f"row {i}")
+            image = rec.pop("image")
+            if image is None or (image.get("bytes") is None and not image.get("path")):
+                raise BadRecord("missing_field", "image", "field 'image' is empty")
+            src = image["bytes"] if image.get("bytes") is not None else image["path"]   # b"" → image_empty
+            rec["image"], note = validate.open_image(src, max_pixels=max_pixels)
+            rec["question"] = _question(rec.get("question"))
+            rec["answer"] = validate.text(rec.get("answer"), "answer")
+            rec = {k: v for k, v in rec.items() if v is not None}    # a null optional takes the default
+            rec["id"] = rid
+            records.append({**_defaults(rec), "status": "ok", "note": note})
+        except BadRecord as bad:
+            if on_error == "raise":
+                raise bad.at(where) from None
+            records.append(validate.skipped(rid, bad.at(where), rec))
+    return _finish(records, on_error, path)
 
 
-def load_hf_dataset(path, split=None, columns=None) -> datasets.Dataset:
-    """A saved HF dataset as a schema Dataset (see `read_hf_dataset`)."""
-    return to_dataset(read_hf_dataset(path, split=split, columns=columns))
+def load_hf_dataset(path, split=None, columns=None, **kw) -> datasets.Dataset:
+    """A saved HF dataset as a schema Dataset (see `read_hf_dataset`; skip mode adds `status`, `note`)."""
+    return to_dataset(read_hf_dataset(path, split=split, columns=columns, **kw))
 
 
 def load_any(path, **kw) -> datasets.Dataset:

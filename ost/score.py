@@ -1,10 +1,13 @@
 """Score a whole pool with the one-step utility, in resumable parts.
 
 Each part of `part_size` samples is written to `<out>.parts/part-NNNNN.parquet` by an atomic rename,
-so an interrupted run leaves only finished parts; a rerun skips them and writes the same final
-file. Under `torchrun --nproc_per_node N -m ost.score …` each process scores every N-th part (gloo on
-CPU, nccl on GPU) and rank 0 merges them: the file is the same as one process writes. Every pool id appears in the output once, with a status (`ok`, or `nonfinite` when its loss or
-utility is not a finite number: such samples are never selected, but they are not lost).
+so an interrupted run leaves only finished parts; a rerun skips them and writes the same final file.
+`<out>.manifest.json` (rows, counts by status, seed, settings, sha256) is written last: `read_scores`
+refuses a file without a matching one. Under `torchrun --nproc_per_node N -m ost.score …` each
+process scores every N-th part (gloo on CPU, nccl on GPU) and rank 0 merges them: the file is the
+same as one process writes. Every pool id appears in the output once, with a status (`ok`;
+`nonfinite` when its loss or utility is not a finite number; `skipped:<reason>` for a record a loader
+could not use or one over `max_length`): only `ok` rows are ever selected, but none is lost.
 
     python -m ost.score --model data/base/proxy-… --pool data/pools/synth-… --out results/x/scores.parquet
 """
@@ -14,21 +17,19 @@ import json
 import math
 import os
 import shutil
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
-from . import collate, data, models, train, utility
+from . import collate, data, models, train, utility, validate
 
 COLUMNS = ("id", "utility", "loss", "status")
-
-
-def _atomic_parquet(frame: pd.DataFrame, path: Path):
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
 
 
 def _rank_world():
@@ -63,30 +64,109 @@ def fingerprint(model, adam_state, pool, validation) -> str:
             h.update(f"{i}.{k}".encode() + (_bytes(v) if torch.is_tensor(v) else repr(v).encode()))
     for split in (pool, validation):
         h.update("\n".join(map(str, split["id"])).encode() + b"|")
+        if "status" in split.column_names:      # a record fixed (or newly broken) since: parts are stale
+            h.update("\n".join(split["status"]).encode() + b"|")
     return h.hexdigest()[:20]
+
+
+def _write_parquet(frame: pd.DataFrame, path: Path, meta: dict):
+    """Atomic parquet write with the run's settings, seed and counts in the file's own metadata
+    (no timestamps: the same inputs give the same bytes)."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.replace_schema_metadata({**table.schema.metadata,
+                                           b"ost": json.dumps(meta, sort_keys=True).encode()})
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+
+
+def manifest_path(out) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".manifest.json")
+
+
+def read_scores(out) -> pd.DataFrame:
+    """A finished score file: its manifest (written last) must exist and match its size and hash, so
+    a file a killed run left half-done, or one copied from elsewhere, is never taken as finished."""
+    out, man = Path(out), manifest_path(out)
+    if not man.exists():
+        raise ValueError(f"{out} has no manifest ({man.name}): scoring did not finish; rerun it (finished "
+                         "parts are reused)")
+    m = json.loads(man.read_text())
+    digest = hashlib.sha256(out.read_bytes()).hexdigest() if out.exists() else None
+    if digest != m["sha256"]:
+        raise ValueError(f"{out} does not match its manifest (sha256 {digest} ≠ {m['sha256']}): it was "
+                         "changed or left half-written; rerun scoring")
+    frame = pd.read_parquet(out)
+    if len(frame) != m["rows"]:
+        raise ValueError(f"{out}: {len(frame)} rows, its manifest says {m['rows']}")
+    return frame
+
+
+def _score_rows(model, col, samples, val, batch_size, freeze_vision, **step):
+    batches = [col(samples[i:i + batch_size]) for i in range(0, len(samples), batch_size)]
+    with train.frozen_vision(model, freeze_vision):
+        return utility.one_step_utility(model, batches, val, collate.per_sample_loss, return_loss=True, **step)
+
+
+def _score_part(model, col, samples, status, val, batch_size, freeze_vision, max_length, step):
+    """(utility, loss, status) of one part. Rows not `ok` on input, or over max_length, are not scored.
+    A sample whose loss is not finite can turn other samples' gradients into NaN through shared
+    weights (0·NaN in a backward pass), so when some losses are NaN the rest are scored again alone."""
+    n = len(samples)
+    u, loss, status = np.full(n, np.nan), np.full(n, np.nan), list(status)
+    if max_length:
+        for j, s in enumerate(samples):
+            if status[j] == "ok" and col.n_tokens(s) > max_length:
+                status[j] = "skipped:too_long"
+    todo = [j for j in range(n) if status[j] == "ok"]
+    if todo:
+        uu, ll = (t.numpy() for t in _score_rows(model, col, [samples[j] for j in todo], val, batch_size,
+                                                 freeze_vision, **step))
+        bad = ~np.isfinite(ll)
+        if bad.any() and not bad.all():
+            keep = [j for j, b in zip(todo, bad) if not b]
+            u2, l2 = _score_rows(model, col, [samples[j] for j in keep], val, batch_size, freeze_vision, **step)
+            uu[~bad], ll[~bad] = u2.numpy(), l2.numpy()
+        u[todo], loss[todo] = uu, ll
+        for j in todo:
+            status[j] = "ok" if np.isfinite(u[j]) and np.isfinite(loss[j]) else "nonfinite"
+    return u, loss, status
 
 
 def score_pool(model, tokenizer, processor, pool, validation, out, *, lr=1e-4, method="first_order",
                optimizer="sgd", adam_state=None, part_size=256, batch_size=32, freeze_vision=True,
-               parts_dir=None, overwrite=False, progress=True) -> pd.DataFrame:
+               parts_dir=None, overwrite=False, progress=True, max_length=None, seed=0) -> pd.DataFrame:
     """One row per pool sample (id, utility, loss, status), written to `out` (parquet) and returned.
 
     With `freeze_vision` (the default, as in `train.sft`) the step moves only what SFT trains: the
     language model and the merger, and `adam_state` (the warmup's) covers exactly those tensors.
     Part files go to `parts_dir` (default: `<out>.parts/` next to the output). Parts made with other
     settings or inputs raise an error, or are deleted first with `overwrite=True`.
+
+    Statuses: `ok`; `nonfinite` (loss or utility NaN/inf); a pool row a loader marked `skipped:<reason>`
+    keeps that status, unscored. Over-long policy: with `max_length` (tokens, prompt + image + answer),
+    a longer sample is not truncated (cutting the prompt would score a different question) but marked
+    `skipped:too_long`; without it every sample is scored whole. Either way, rows out = rows in. `seed`
+    is set before each part (so a resumed part is the one an uninterrupted run makes) and recorded,
+    with the settings and counts, in the file's metadata and in `<out>.manifest.json`.
     """
     shared = data.overlap(pool, validation)
     if shared:
         raise ValueError(f"the validation set overlaps the pool in {len(shared)} sample(s), e.g. pool "
                          f"{shared[0][0]!r} = validation {shared[0][1]!r}: utility must be measured on held-out "
                          "samples; remove them from one of the two")
+    if "status" in validation.column_names and set(validation["status"]) != {"ok"}:
+        bad = [(i, s) for i, s in zip(validation["id"], validation["status"]) if s != "ok"]
+        raise ValueError(f"the validation set holds {len(bad)} record(s) a loader skipped, e.g. {bad[0]}: every "
+                         "utility is measured against it, so fix or remove them first")
+    status = list(pool["status"]) if "status" in pool.column_names else ["ok"] * len(pool)
     out = Path(out)
     parts_dir = Path(parts_dir) if parts_dir else out.with_name(out.name + ".parts")
     parts_dir.mkdir(parents=True, exist_ok=True)
     settings = dict(lr=lr, method=method, optimizer=optimizer, part_size=part_size, n=len(pool),
-                    adam_state=adam_state is not None, freeze_vision=freeze_vision,
-                    inputs=fingerprint(model, adam_state, pool, validation))
+                    adam_state=adam_state is not None, freeze_vision=freeze_vision, max_length=max_length,
+                    seed=seed, inputs=fingerprint(model, adam_state, pool, validation))
     manifest = parts_dir / "settings.json"
     rank, world = _rank_world()
     if manifest.exists() and json.loads(manifest.read_text()) != settings:
@@ -106,29 +186,34 @@ def score_pool(model, tokenizer, processor, pool, validation, out, *, lr=1e-4, m
     val = collate.batches(validation, col, batch_size)
     n_parts = math.ceil(len(pool) / part_size)
     mine = [k for k in range(rank, n_parts, world) if not (parts_dir / f"part-{k:05d}.parquet").exists()]
-    gval = None                 # one validation pass per call, not per part, and none when resuming is done
-    if mine and method == "first_order":
+    step = dict(lr=lr, method=method, optimizer=optimizer, adam_state=adam_state)
+    if mine and method == "first_order":  # one validation pass per call, not per part, none when resuming is done
         with train.frozen_vision(model, freeze_vision):
-            gval = utility.val_gradient(model, val, collate.per_sample_loss)
+            step["val_grad"] = utility.val_gradient(model, val, collate.per_sample_loss)
+        if not all(torch.isfinite(g).all() for g in step["val_grad"]):
+            warnings.warn("the validation gradient is not finite: every utility will be 'nonfinite'; check the "
+                          "model's weights and the validation samples", stacklevel=2)
     for k in tqdm(mine, desc=f"scoring parts (rank {rank}/{world})", disable=not progress):
-        path = parts_dir / f"part-{k:05d}.parquet"
-        part = pool.select(range(k * part_size, min((k + 1) * part_size, len(pool))))
-        train_b = collate.batches(part, col, batch_size)
-        with train.frozen_vision(model, freeze_vision):
-            u, loss = utility.one_step_utility(model, train_b, val, collate.per_sample_loss, lr=lr, method=method,
-                                               optimizer=optimizer, adam_state=adam_state, val_grad=gval,
-                                               return_loss=True)
-        finite = torch.isfinite(u) & torch.isfinite(loss)
-        frame = pd.DataFrame({"id": part["id"], "utility": u.numpy(), "loss": loss.numpy(),
-                              "status": ["ok" if f else "nonfinite" for f in finite.tolist()]})
-        _atomic_parquet(frame, path)
+        rows = range(k * part_size, min((k + 1) * part_size, len(pool)))
+        part = pool.select(rows)
+        torch.manual_seed(seed)
+        u, loss, st = _score_part(model, col, list(part), [status[i] for i in rows], val, batch_size,
+                                  freeze_vision, max_length, step)
+        frame = pd.DataFrame({"id": part["id"], "utility": u, "loss": loss, "status": st})
+        _write_parquet(frame, parts_dir / f"part-{k:05d}.parquet", {"settings": settings, "part": k})
     _barrier(world)
     frame = pd.concat([pd.read_parquet(parts_dir / f"part-{k:05d}.parquet") for k in range(n_parts)],
                       ignore_index=True)
     if frame["id"].tolist() != list(pool["id"]):
         raise RuntimeError(f"parts in {parts_dir} do not cover the pool in order; delete the folder and rerun")
     if rank == 0:
-        _atomic_parquet(frame, out)
+        counts = frame["status"].value_counts().sort_index().to_dict()
+        _write_parquet(frame, out, {"settings": settings, "seed": seed, "rows": len(frame), "status": counts})
+        man = dict(file=out.name, rows=len(frame), status=counts, seed=seed, settings=settings,
+                   sha256=hashlib.sha256(out.read_bytes()).hexdigest())
+        tmp = manifest_path(out).with_name(manifest_path(out).name + f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(man, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, manifest_path(out))
     _barrier(world)
     return frame
 
@@ -136,7 +221,8 @@ def score_pool(model, tokenizer, processor, pool, validation, out, *, lr=1e-4, m
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="a model folder (e.g. a warmed proxy) or checkpoint id")
-    parser.add_argument("--pool", required=True, help="a pool folder written by ost.data.make_pool")
+    parser.add_argument("--pool", required=True,
+                        help="a pool folder: ost.data.make_pool's, or a saved DatasetDict with pool and validation splits")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--method", choices=("first_order", "exact"), default="first_order")
@@ -146,15 +232,20 @@ def main(argv=None):
     parser.add_argument("--train-vision", action="store_true", help="let the step move the vision tower too")
     parser.add_argument("--part-size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="tokens per sample; a longer one gets status skipped:too_long (default: no limit)")
+    parser.add_argument("--seed", type=int, default=0, help="set before each part; recorded in the file")
     args = parser.parse_args(argv)
     model, tok, proc = models.load(args.model)
     adam_state = torch.load(args.adam_state, weights_only=True) if args.adam_state else None
     dd = data.load_pool(args.pool)
     frame = score_pool(model, tok, proc, dd["pool"], dd["validation"], args.out, lr=args.lr, method=args.method,
                        optimizer=args.optimizer, adam_state=adam_state, part_size=args.part_size,
-                       batch_size=args.batch_size, freeze_vision=not args.train_vision)
+                       batch_size=args.batch_size, freeze_vision=not args.train_vision,
+                       max_length=args.max_length, seed=args.seed)
     if int(os.environ.get("RANK", "0")) == 0:
-        print(frame["status"].value_counts().to_string())
+        notes = dd["pool"]["note"] if "note" in dd["pool"].column_names else None   # the loader's, for the report
+        print(validate.format_report(validate.report(frame if notes is None else frame.assign(note=notes))))
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         import torch.distributed as dist
         dist.destroy_process_group()

@@ -46,7 +46,7 @@ def test_other_settings_refuse_old_parts(tmp_path, setup):
 def test_nonfinite_is_a_status_not_a_drop(tmp_path, setup):
     model, tok, proc, pool, val = setup
     """A NaN weight makes every loss NaN: each sample is still there, marked (isolating one bad
-    sample within a batch is issue 6's)."""
+    sample among good ones: test_bad_inputs.py)."""
     import copy
 
     import torch
