@@ -12,7 +12,6 @@ export TOKENIZERS_PARALLELISM := false
 # OpenMP threads that spin while they wait turn a busy machine's tiny-model timings into noise (3-20x);
 # waiting passively keeps them within ~1.5x. OMP_WAIT_POLICY=ACTIVE make … overrides.
 export OMP_WAIT_POLICY ?= PASSIVE
-PAPERMILL := $(PY) -m papermill -k python3 --progress-bar
 NOTEBOOKS := $(notdir $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb)))
 
 .PHONY: help venv test reproduce readme credibility bench lab clean-quick
@@ -35,9 +34,9 @@ test: venv ## run the tests and execute every notebook at its quick defaults (nb
 
 reproduce: venv ## the main job: run every notebook with configs/$(RUN).yaml into results/$(RUN)/, then the README table
 	mkdir -p results/$(RUN)
-	$(if $(wildcard configs/$(RUN).yaml),$(PY) -m ost.runs configs/$(RUN).yaml)
+	$(if $(wildcard configs/$(RUN).yaml),$(PY) -m ost.runs check configs/$(RUN).yaml)
 	for nb in $(NOTEBOOKS); do \
-	  $(PAPERMILL) $(if $(wildcard configs/$(RUN).yaml),-f configs/$(RUN).yaml) -p run $(RUN) \
+	  $(PY) -m ost.runs execute $(if $(wildcard configs/$(RUN).yaml),-f configs/$(RUN).yaml) -p run $(RUN) \
 	    notebooks/$$nb results/$(RUN)/$$nb || exit 1; \
 	done
 	$(if $(filter main,$(RUN)),$(MAKE) --no-print-directory readme)

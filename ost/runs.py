@@ -115,11 +115,50 @@ def check_config(config: dict, notebooks=None) -> None:
         raise ValueError("config rejected: " + "; ".join(problems))
 
 
-if __name__ == "__main__":
+def execute(notebook, output, config=None, parameters=None, progress=True):
+    """Run one notebook with papermill after checking every parameter it is given: a `-f` config may
+    hold keys of other notebooks (it is shared by the chain; only this notebook's are passed on), but a
+    key no notebook has, a wrong type, or an explicit parameter this notebook does not have is refused
+    (papermill itself only logs "Passed unknown parameter" and runs on)."""
+    import papermill
+    import yaml
+    notebook = Path(notebook)
+    shared = yaml.safe_load(Path(config).read_text()) or {} if config else {}
+    check_config(shared)
+    own = notebook_parameters(notebook)
+    explicit = dict(parameters or {})
+    unknown = sorted(set(explicit) - set(own))
+    if unknown:
+        raise ValueError(f"{notebook.name} has no parameter(s) {unknown}; its parameters: {sorted(own)}")
+    params = {**{k: v for k, v in shared.items() if k in own}, **explicit}
+    check_config(params, notebooks=[notebook])
+    return papermill.execute_notebook(str(notebook), str(output), parameters=params, kernel_name="python3",
+                                      progress_bar=progress)
+
+
+def main(argv=None):
     import argparse
     import yaml
-    parser = argparse.ArgumentParser(description="check a configs/*.yaml against the notebooks' parameters")
-    parser.add_argument("config")
-    config = yaml.safe_load(Path(parser.parse_args().config).read_text()) or {}
-    check_config(config)
-    print(f"{len(config)} keys, each a parameter of a notebook with a matching type")
+    parser = argparse.ArgumentParser(description="check a config against the notebooks' parameters, or run "
+                                                 "one notebook with checked parameters")
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("check", help="check a configs/*.yaml against every notebook's parameters")
+    check.add_argument("config")
+    run = sub.add_parser("execute", help="papermill one notebook; unknown parameters are refused")
+    run.add_argument("notebook")
+    run.add_argument("output")
+    run.add_argument("-f", "--config", help="a configs/*.yaml shared by the chain")
+    run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
+                     help="one parameter; VALUE is read as YAML (3 → int, 1e-3 → float, [0, 1] → list)")
+    args = parser.parse_args(argv)
+    if args.command == "check":
+        config = yaml.safe_load(Path(args.config).read_text()) or {}
+        check_config(config)
+        print(f"{len(config)} keys, each a parameter of a notebook with a matching type")
+    else:
+        params = {name: yaml.safe_load(value) for name, value in args.parameter}
+        execute(args.notebook, args.output, args.config, params)
+
+
+if __name__ == "__main__":
+    main()

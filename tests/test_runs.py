@@ -28,3 +28,25 @@ def test_a_missing_artifact_names_the_notebook_that_makes_it():
     with pytest.raises(KeyError, match="unknown artifact"):
         runs.artifact("no-such-run", "nope.json")
     assert not (paths.RESULTS / "no-such-run").exists()                   # asking never creates folders
+
+
+def _tiny_notebook(path):
+    import nbformat
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell("steps = 2          # how many\nname = \"x\"        # a label")
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell("assert steps > 0\nresult = name * steps\nprint(result)")]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, str(path))
+    return path
+
+
+def test_execute_refuses_unknown_or_mistyped_parameters_and_runs_good_ones(tmp_path):
+    nb = _tiny_notebook(tmp_path / "00_tiny.ipynb")
+    with pytest.raises(ValueError, match=r"no parameter\(s\) \['stpes'\]"):
+        runs.execute(nb, tmp_path / "out.ipynb", parameters={"stpes": 3})
+    with pytest.raises(ValueError, match="expects int"):
+        runs.execute(nb, tmp_path / "out.ipynb", parameters={"steps": "three"})
+    assert not (tmp_path / "out.ipynb").exists()                 # refused before anything ran
+    done = runs.execute(nb, tmp_path / "out.ipynb", parameters={"steps": 3, "name": "ab"}, progress=False)
+    assert "ababab" in done.cells[-1].outputs[0]["text"]
