@@ -74,6 +74,29 @@ def write_json(run: str, name: str, payload: dict) -> Path:
     return path
 
 
+def write_parquet(frame, path, meta: dict, index: bool = False) -> Path:
+    """Atomic parquet write with the settings and seed that made it in the file's own metadata (key
+    `ost`), and no timestamps: the same inputs give the same bytes. `read_meta` reads them back."""
+    import os
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    path = Path(path)
+    table = pa.Table.from_pandas(frame, preserve_index=index)
+    table = table.replace_schema_metadata({**table.schema.metadata,
+                                           b"ost": json.dumps(meta, sort_keys=True).encode()})
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    pq.write_table(table, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_meta(path) -> dict:
+    """The `ost` metadata `write_parquet` stored in a parquet file ({} when there is none)."""
+    import pyarrow.parquet as pq
+    raw = (pq.read_schema(path).metadata or {}).get(b"ost")
+    return json.loads(raw) if raw else {}
+
+
 def load_pool(run: str):
     """The pool notebook 00 made for this run (its folder is recorded in pool.json)."""
     return data.load_pool(paths.ROOT / read_json(run, "pool.json")["folder"])

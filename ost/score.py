@@ -22,12 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from tqdm.auto import tqdm
 
-from . import collate, data, models, train, utility, validate
+from . import collate, data, models, runs, train, utility, validate
 
 COLUMNS = ("id", "utility", "loss", "status")
 
@@ -67,17 +65,6 @@ def fingerprint(model, adam_state, pool, validation) -> str:
         if "status" in split.column_names:      # a record fixed (or newly broken) since: parts are stale
             h.update("\n".join(split["status"]).encode() + b"|")
     return h.hexdigest()[:20]
-
-
-def _write_parquet(frame: pd.DataFrame, path: Path, meta: dict):
-    """Atomic parquet write with the run's settings, seed and counts in the file's own metadata
-    (no timestamps: the same inputs give the same bytes)."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    table = table.replace_schema_metadata({**table.schema.metadata,
-                                           b"ost": json.dumps(meta, sort_keys=True).encode()})
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
 
 
 def manifest_path(out) -> Path:
@@ -200,7 +187,7 @@ def score_pool(model, tokenizer, processor, pool, validation, out, *, lr=1e-4, m
         u, loss, st = _score_part(model, col, list(part), [status[i] for i in rows], val, batch_size,
                                   freeze_vision, max_length, step)
         frame = pd.DataFrame({"id": part["id"], "utility": u, "loss": loss, "status": st})
-        _write_parquet(frame, parts_dir / f"part-{k:05d}.parquet", {"settings": settings, "part": k})
+        runs.write_parquet(frame, parts_dir / f"part-{k:05d}.parquet", {"settings": settings, "part": k})
     _barrier(world)
     frame = pd.concat([pd.read_parquet(parts_dir / f"part-{k:05d}.parquet") for k in range(n_parts)],
                       ignore_index=True)
@@ -208,7 +195,7 @@ def score_pool(model, tokenizer, processor, pool, validation, out, *, lr=1e-4, m
         raise RuntimeError(f"parts in {parts_dir} do not cover the pool in order; delete the folder and rerun")
     if rank == 0:
         counts = frame["status"].value_counts().sort_index().to_dict()
-        _write_parquet(frame, out, {"settings": settings, "seed": seed, "rows": len(frame), "status": counts})
+        runs.write_parquet(frame, out, {"settings": settings, "seed": seed, "rows": len(frame), "status": counts})
         man = dict(file=out.name, rows=len(frame), status=counts, seed=seed, settings=settings,
                    sha256=hashlib.sha256(out.read_bytes()).hexdigest())
         tmp = manifest_path(out).with_name(manifest_path(out).name + f".tmp{os.getpid()}")

@@ -50,3 +50,15 @@ def test_execute_refuses_unknown_or_mistyped_parameters_and_runs_good_ones(tmp_p
     assert not (tmp_path / "out.ipynb").exists()                 # refused before anything ran
     done = runs.execute(nb, tmp_path / "out.ipynb", parameters={"steps": 3, "name": "ab"}, progress=False)
     assert "ababab" in done.cells[-1].outputs[0]["text"]
+
+
+def test_write_parquet_keeps_index_and_settings_and_same_bytes(tmp_path):
+    import pandas as pd
+    frame = pd.DataFrame({"ost@0.2": [True, False]}, index=pd.Index(["a", "b"], name="id"))
+    one = runs.write_parquet(frame, tmp_path / "one.parquet", {"seed": 3}, index=True)
+    two = runs.write_parquet(frame, tmp_path / "two.parquet", {"seed": 3}, index=True)
+    assert one.read_bytes() == two.read_bytes()
+    assert runs.read_meta(one) == {"seed": 3}
+    pd.testing.assert_frame_equal(pd.read_parquet(one), frame)
+    frame.to_parquet(tmp_path / "plain.parquet")
+    assert runs.read_meta(tmp_path / "plain.parquet") == {}
