@@ -182,7 +182,7 @@ class Judge:
         if n < 8:
             return None
         out = self.model(input_ids=torch.tensor([low[:n]]), use_cache=True)
-        return n, out.past_key_values
+        return n, out.cache if "cache" in out else out.past_key_values
 
     def rate(self, questions, answers, prompt="judge", progress: bool = False) -> np.ndarray:
         """Expected rating (1…scale) of each pair, in order. `prompt`: a name in PROMPTS or a Prompt.
