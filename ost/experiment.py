@@ -101,6 +101,8 @@ def train_subsets(dd, member, out, *, target="target", protocols=PROTOCOLS, seed
             f.write(json.dumps(row) + "\n")
         done[_key(row)] = row
 
+    if todo:
+        base.load_model(target, progress=progress)    # a preset's base is built here once, not by each worker
     bar = tqdm(total=len(todo), desc="SFT runs", disable=not progress)
     if workers <= 1:
         for key in todo:
