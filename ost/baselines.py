@@ -6,7 +6,7 @@ scoring work. FLOPs are ≈ 2 × parameters × tokens processed per forward pass
 a backward pass costs about twice that), so scorers of very different models can be put side by side.
 
 Here: Full, Random-k, Loss (keep lowest or highest), IFD (Cherry) and the planted-label Oracle.
-The LLM-as-a-Judge and DEITA-style scorers live in `ost.judge`.
+The LLM-as-a-Judge and DEITA-style scorers live in `ost.judge` and `ost.deita`.
 """
 import time
 from dataclasses import dataclass, field

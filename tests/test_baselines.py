@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from ost import baselines, collate, data, judge, models, select, train
+from ost import baselines, collate, data, deita, judge, models, select, train
 from conftest import TINY
 
 
@@ -78,10 +78,10 @@ def test_diversity_pass_keeps_the_best_of_near_copies():
     scores = pd.Series([4.0, 3.0, 2.0, 1.0], index=["a", "b", "c", "d"])
     emb = np.array([[1, 0], [1, 0.01], [0, 1], [0.6, 0.8]], dtype="float32")
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    rank, kept = judge.diversity_rank(scores, emb, threshold=0.9)
+    rank, kept = deita.diversity_rank(scores, emb, threshold=0.9)
     assert kept.tolist() == [True, False, True, True]           # b is a near copy of a
     assert select.top_fraction(rank, 1.0) == ["a", "c", "d", "b"]
-    assert judge.diversity_rank(scores, emb, threshold=1.0)[1].all()
+    assert deita.diversity_rank(scores, emb, threshold=1.0)[1].all()
 
 
 @pytest.fixture(scope="module")
@@ -122,17 +122,17 @@ def test_packaged_judge_and_embedder_score_two_samples(pool, tmp_path):
     torch.set_num_threads(2)
     two = pool.select(range(2))
     j = judge.Judge.load("packaged", cache_dir=tmp_path)
-    emb = judge.Embedder.load()
+    emb = deita.Embedder.load()
     s = judge.judge_scores(two, j)
     assert ((s.scores > 1) & (s.scores < 5)).all() and s.flops > 1e9
-    d = judge.deita_scores(two, j, emb)
+    d = deita.deita_scores(two, j, emb)
     assert d.extra["complexity"].between(1, 6).all() and d.extra["quality"].between(1, 6).all()
     assert sorted(d.scores) == [1.0, 2.0] and d.flops > s.flops
-    shared = judge.deita_scores(two, j, emb, quality=s)        # the judge's rating as the quality score
+    shared = deita.deita_scores(two, j, emb, quality=s)        # the judge's rating as the quality score
     np.testing.assert_allclose(shared.extra["quality"], s.scores)
     np.testing.assert_allclose(shared.extra["evol"], d.extra["complexity"] * s.scores)
     with pytest.raises(ValueError, match="ids"):
-        judge.deita_scores(two, j, emb, quality=judge.judge_scores(pool.select([1, 0]), j))
+        deita.deita_scores(two, j, emb, quality=judge.judge_scores(pool.select([1, 0]), j))
     v = emb.encode(["What is 3 + 4?", "What is 3 plus 4?", "The cat sat on the mat."])
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1, rtol=1e-5)
     assert v.shape == (3, 384) and v[0] @ v[1] > v[0] @ v[2]
