@@ -6,12 +6,15 @@ Two protocols, as the paper uses them:
 * `fixed_compute`: every subset gets the optimizer steps of one Full-SFT run (a small subset is seen
   for more epochs), which is how the paper's top-20 beats Full-SFT.
 
-Each finished run is appended to a JSON-lines file at once, so an interrupted experiment resumes where
-it stopped and a finished one is never rerun.
+Each finished run is appended to a JSON-lines progress log at once, so an interrupted experiment resumes
+where it stopped. A logged run is reused only when its settings and the exact ids it trained on (a
+sha256 of them) match; a subset that changed, under the same name, is trained again.
 """
+import hashlib
 import json
 import math
 import multiprocessing
+import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -46,8 +49,13 @@ def _key(row) -> tuple:
     return row["subset"], row["protocol"], row["seed"]
 
 
+def subset_sha(ids) -> str:
+    """Fingerprint of the ids a run trains on, in pool order: what makes a logged run reusable."""
+    return hashlib.sha256("\n".join(map(str, ids)).encode()).hexdigest()[:16]
+
+
 def _run_one(pool_ds, test_ds, chosen, *, column, protocol, seed, target, epochs, lr, batch_size, full_steps,
-             settings, threads=None) -> dict:
+             settings, sha, threads=None) -> dict:
     """One SFT run and its test score. Runs in a worker process too, so it takes plain arguments."""
     if threads:
         torch.set_num_threads(threads)
@@ -58,7 +66,7 @@ def _run_one(pool_ds, test_ds, chosen, *, column, protocol, seed, target, epochs
     ev = train.evaluate(model, tok, proc, test_ds)
     method, fraction = split_name(column)
     return {"method": method, "fraction": fraction, "protocol": protocol, "seed": seed, "subset": column,
-            "accuracy": ev["accuracy"], "per_task": ev["per_task"], "test_loss": ev["loss"],
+            "subset_sha": sha, "accuracy": ev["accuracy"], "per_task": ev["per_task"], "test_loss": ev["loss"],
             "n_train": len(subset), "steps": log["steps"], "train_seconds": log["train_seconds"],
             "toxic_share": float(np.isin(subset["noise"], pool.TOXIC).mean()), "settings": settings}
 
@@ -67,7 +75,7 @@ def train_subsets(dd, member, out, *, target="target", protocols=PROTOCOLS, seed
                   lr=2e-3, batch_size=32, workers=1, progress=True) -> list:
     """Fine-tune `target` on each column of `member` (booleans over pool ids) and on the full pool,
     evaluate on the clean test split, and return one row per run in plan order (each also appended to
-    `out`, JSON lines, as it finishes).
+    `out`, the JSON-lines progress log, as it finishes; `write_runs` saves the returned rows).
 
     `workers` > 1 trains that many runs at once in separate processes of one thread each: a model this
     small keeps one core busy but gains little from a second thread, so on a 2-core machine two runs at
@@ -75,15 +83,18 @@ def train_subsets(dd, member, out, *, target="target", protocols=PROTOCOLS, seed
     beyond float reassociation across thread counts."""
     out = Path(out)
     settings = dict(target=target, epochs=epochs, lr=lr, batch_size=batch_size, n_pool=len(dd["pool"]))
+    ids = list(dd["pool"]["id"])
+    if member.index.tolist() != ids:
+        raise ValueError("subset table does not list the pool's ids in order (rerun notebook 03)")
+    chosen = {c: np.flatnonzero(member[c].to_numpy()).tolist() for c in member.columns}
+    chosen["full"] = list(range(len(ids)))
+    sha = {c: subset_sha([ids[i] for i in rows]) for c, rows in chosen.items()}
     done = {}
     if out.exists():
         for line in out.read_text().splitlines():
             row = json.loads(line)
-            if row["settings"] == settings:
+            if row["settings"] == settings and row.get("subset_sha") == sha.get(row["subset"]):
                 done[_key(row)] = row
-    ids = list(dd["pool"]["id"])
-    if member.index.tolist() != ids:
-        raise ValueError("subset table does not list the pool's ids in order (rerun notebook 03)")
     full_steps = math.ceil(math.ceil(len(ids) / batch_size) * epochs)     # as Trainer counts a Full run
     todo = [key for key in plan(member, protocols, seeds) if key not in done]
     # the longest runs first, so two workers finish together
@@ -93,8 +104,8 @@ def train_subsets(dd, member, out, *, target="target", protocols=PROTOCOLS, seed
 
     def job(key):
         column, protocol, seed = key
-        chosen = list(range(len(ids))) if column == "full" else np.flatnonzero(member[column].to_numpy()).tolist()
-        return (dd["pool"], dd["test"], chosen), dict(column=column, protocol=protocol, seed=seed, **common)
+        return (dd["pool"], dd["test"], chosen[column]), dict(column=column, protocol=protocol, seed=seed,
+                                                              sha=sha[column], **common)
 
     def record(row):
         with out.open("a") as f:
@@ -121,6 +132,16 @@ def train_subsets(dd, member, out, *, target="target", protocols=PROTOCOLS, seed
                 bar.update()
     bar.close()
     return [done[key] for key in plan(member, protocols, seeds)]
+
+
+def write_runs(rows, path) -> Path:
+    """The finished table as JSON lines, in the given order, by atomic rename (never half written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    os.replace(tmp, path)
+    return path
 
 
 def load_runs(path) -> "pd.DataFrame":

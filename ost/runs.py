@@ -1,9 +1,10 @@
 """Where one run's artifacts live, and which notebook makes each of them.
 
 A run (`run="quick"`, `run="main"`) is one pass of the numbered notebooks. Small files that a reader
-looks at (JSON reports, score tables, figures) go to `results/<run>/`; heavy ones (the warmed proxy,
-part files) to `data/runs/<run>/`, which is never committed. A notebook that needs an artifact its
-upstream notebook has not written yet says which notebook to run first, with which `run`.
+looks at (JSON reports, score tables, figures) go to `results/<run>/`; heavy or working ones (the warmed
+proxy, part files, the SFT progress log) to `data/runs/<run>/`, which is never committed. A notebook that
+needs an artifact its upstream notebook has not written yet says which notebook to run first, with which
+`run`.
 """
 import json
 from pathlib import Path
@@ -22,10 +23,11 @@ MADE_BY = {                       # artifact → the notebook that writes it
     "baselines.parquet": "04_score_baselines",
     "baselines.json": "04_score_baselines",
     "sft_runs.jsonl": "05_train_targets",
+    "sft_progress.jsonl": "05_train_targets",
     "transfer.json": "06_check_proxy_transfer",
     "summary.json": "07_analyze_results",
 }
-HEAVY = {"proxy", "adam_state.pt", "score_parts"}
+HEAVY = {"proxy", "adam_state.pt", "score_parts", "sft_progress.jsonl"}
 
 
 def results_dir(run: str) -> Path:

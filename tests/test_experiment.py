@@ -41,3 +41,23 @@ def test_workers_give_the_serial_rows_and_resume(setup):
     again = experiment.train_subsets(dd, member, root / "parallel.jsonl", workers=2, **kw)   # all done: no rerun
     assert again == parallel
     assert len((root / "parallel.jsonl").read_text().splitlines()) == len(planned)
+    experiment.write_runs(again, root / "table.jsonl")
+    assert experiment.load_runs(root / "table.jsonl").to_dict("records") == again
+
+
+def test_a_logged_run_is_reused_only_for_the_same_ids(setup):
+    """Same subset name, other members (notebook 03 rerun with other scores): retrained, not reused."""
+    root, target, dd, member = setup
+    kw = dict(target=target, protocols=["same_epochs"], seeds=[0], epochs=1.0, lr=1e-2, batch_size=8,
+              progress=False, workers=1)
+    log = root / "changed.jsonl"
+    first = experiment.train_subsets(dd, member, log, **kw)
+    flipped = ~member
+    second = experiment.train_subsets(dd, flipped, log, **kw)
+    lines = log.read_text().splitlines()
+    assert len(lines) == 3                                  # full reused; a@0.5 trained twice
+    a_first, a_second = first[1], second[1]
+    assert a_first["subset"] == a_second["subset"] == "a@0.5"
+    assert a_first["subset_sha"] != a_second["subset_sha"] and second[0] == first[0]
+    ids = dd["pool"]["id"]
+    assert a_second["subset_sha"] == experiment.subset_sha([i for i, m in zip(ids, flipped["a@0.5"]) if m])
