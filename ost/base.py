@@ -106,6 +106,24 @@ def load_base(preset: str = "proxy", progress: bool = True, **recipe):
     return models.load(folder)
 
 
+def _load_base_one_thread(preset) -> None:
+    torch.set_num_threads(1)
+    load_base(preset, progress=False)
+
+
+def build_in_one_thread(preset) -> None:
+    """Build a preset's missing base in a fresh process of one thread, as the SFT workers run. Its floats
+    depend on the thread count, and a table's numbers on its floats (the same Full-SFT run reached 60 %
+    from a one-thread base and 33.5 % from a two-thread one), so a run is repeatable only on a base built
+    the same way every time. Anything else (a checkpoint path, a built base) is left alone."""
+    if preset not in models.PRESETS or (base_dir(preset) / "base.json").exists():
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as ex:
+        ex.submit(_load_base_one_thread, preset).result()
+
+
 def load_model(name: str, progress: bool = True):
     """A preset's pretrained base (`"proxy"`, `"target"`, built once) or any checkpoint folder / hub id:
     the one switch a notebook parameter needs to move from the embedded models to real ones."""

@@ -113,7 +113,7 @@ def train_subsets(dd, member, out, *, target="target", protocols=PROTOCOLS, seed
         done[_key(row)] = row
 
     if todo:
-        base.load_model(target, progress=progress)    # a preset's base is built here once, not by each worker
+        base.build_in_one_thread(target)     # once, before the workers start, not by each of them
     bar = tqdm(total=len(todo), desc="SFT runs", disable=not progress)
     if workers <= 1:
         for key in todo:
