@@ -14,7 +14,6 @@ import hashlib
 import json
 import math
 import multiprocessing
-import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from . import base, pool, train
+from . import base, pool, runs, train
 
 PROTOCOLS = ("same_epochs", "fixed_compute")
 
@@ -136,12 +135,8 @@ def train_subsets(dd, member, out, *, target="target", protocols=PROTOCOLS, seed
 
 def write_runs(rows, path) -> Path:
     """The finished table as JSON lines, in the given order, by atomic rename (never half written)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    os.replace(tmp, path)
-    return path
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return runs.replace_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 
 def load_runs(path) -> "pd.DataFrame":

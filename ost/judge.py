@@ -19,7 +19,6 @@ import importlib.metadata
 import importlib.util
 import inspect
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import paths
+from . import paths, runs
 from .baselines import Scores, _split_params, forward_flops
 
 PACKAGED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -237,9 +236,7 @@ class Judge:
         self.cache_path.parent.mkdir(parents=True, exist_ok=True)
         disk = json.loads(self.cache_path.read_text()) if self.cache_path.exists() else {}
         self._cache = {**disk, **self._cache}
-        tmp = self.cache_path.with_name(self.cache_path.name + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(self._cache))
-        os.replace(tmp, self.cache_path)
+        runs.replace_text(self.cache_path, json.dumps(self._cache))
 
 
 def judge_scores(pool, judge: Judge, prompt="judge", progress: bool = False) -> Scores:

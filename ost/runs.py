@@ -7,6 +7,7 @@ needs an artifact its upstream notebook has not written yet says which notebook 
 `run`.
 """
 import json
+import os
 from pathlib import Path
 
 from . import data, paths
@@ -76,10 +77,19 @@ def write_json(run: str, name: str, payload: dict) -> Path:
     return path
 
 
+def replace_text(path, text: str) -> Path:
+    """Write `text` to `path` by atomic rename: a reader (another process, a rerun after a crash) sees the
+    old file or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
 def write_parquet(frame, path, meta: dict, index: bool = False) -> Path:
     """Atomic parquet write with the settings and seed that made it in the file's own metadata (key
     `ost`), and no timestamps: the same inputs give the same bytes. `read_meta` reads them back."""
-    import os
     import pyarrow as pa
     import pyarrow.parquet as pq
     path = Path(path)

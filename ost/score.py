@@ -165,9 +165,7 @@ def score_pool(model, tokenizer, processor, pool, validation, out, *, lr=1e-4, m
             shutil.rmtree(parts_dir)
             parts_dir.mkdir(parents=True)
     if rank == 0:     # atomic, like the parts: another rank may be reading it right now
-        tmp = manifest.with_name(manifest.name + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(settings, sort_keys=True))
-        os.replace(tmp, manifest)
+        runs.replace_text(manifest, json.dumps(settings, sort_keys=True))
     _barrier(world)
     col = collate.Collator(tokenizer, processor)
     val = collate.batches(validation, col, batch_size)
@@ -198,9 +196,7 @@ def score_pool(model, tokenizer, processor, pool, validation, out, *, lr=1e-4, m
         runs.write_parquet(frame, out, {"settings": settings, "seed": seed, "rows": len(frame), "status": counts})
         man = dict(file=out.name, rows=len(frame), status=counts, seed=seed, settings=settings,
                    sha256=hashlib.sha256(out.read_bytes()).hexdigest())
-        tmp = manifest_path(out).with_name(manifest_path(out).name + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(man, indent=1, sort_keys=True) + "\n")
-        os.replace(tmp, manifest_path(out))
+        runs.replace_text(manifest_path(out), json.dumps(man, indent=1, sort_keys=True) + "\n")
     _barrier(world)
     return frame
 
