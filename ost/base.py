@@ -21,6 +21,10 @@ from . import digits as dg
 
 TOKENIZER_CORPUS = dict(n_groups=600, copies=1, seed=12345)   # text the BPE is trained on
 BASE_RECIPE = dict(vision_images=6000, vision_epochs=3, n_samples=16000, epochs=3, batch_size=32, lr=2e-3, seed=0)
+# A base's floats depend on the thread count it is trained with, and a table's numbers on those floats (the
+# same Full-SFT run reached 60 % from a one-thread target base, 33.5 % from a two-thread one): each preset is
+# built with a fixed count, whoever builds it first, on any machine. These are the counts results/main used.
+BUILD_THREADS = {"proxy": 2, "target": 1}
 CACHE_VERSION = 1     # bump when the recipe's code changes what a cached base holds
 
 
@@ -84,6 +88,16 @@ def base_dir(preset, **recipe) -> Path:
     return paths.DATA / "base" / f"{name}-{_key([spec, {**BASE_RECIPE, **recipe}, TOKENIZER_CORPUS])}"
 
 
+def _pretrain(preset, tok, proc, r, progress):
+    model = models.build(preset, tok, seed=r["seed"])
+    vision_log = pretrain_vision(model, proc, r["vision_images"], r["vision_epochs"], seed=r["seed"],
+                                 progress=progress)
+    ds = data.to_dataset(pool.make_base_records(r["n_samples"], seed=r["seed"]))
+    log = train.sft(model, tok, proc, ds, epochs=r["epochs"], batch_size=r["batch_size"], lr=r["lr"],
+                    seed=r["seed"], freeze_vision=True, progress=progress)
+    return model, log, vision_log
+
+
 def load_base(preset: str = "proxy", progress: bool = True, **recipe):
     """(model, tokenizer, processor) of the pretrained base of a preset; trains and caches it once."""
     unknown = set(recipe) - set(BASE_RECIPE)
@@ -94,34 +108,17 @@ def load_base(preset: str = "proxy", progress: bool = True, **recipe):
     if (folder / "base.json").exists():
         return models.load(folder)
     tok, proc = tokenizer(), models.image_processor()
-    model = models.build(preset, tok, seed=r["seed"])
-    vision_log = pretrain_vision(model, proc, r["vision_images"], r["vision_epochs"], seed=r["seed"],
-                                 progress=progress)
-    ds = data.to_dataset(pool.make_base_records(r["n_samples"], seed=r["seed"]))
-    log = train.sft(model, tok, proc, ds, epochs=r["epochs"], batch_size=r["batch_size"], lr=r["lr"],
-                    seed=r["seed"], freeze_vision=True, progress=progress)
+    caller_threads = torch.get_num_threads()
+    if isinstance(preset, str) and preset in BUILD_THREADS:
+        torch.set_num_threads(BUILD_THREADS[preset])
+    try:
+        model, log, vision_log = _pretrain(preset, tok, proc, r, progress)
+    finally:
+        torch.set_num_threads(caller_threads)
     models.save(folder, model, tok, proc)
     (folder / "base.json").write_text(json.dumps({"preset": preset, "recipe": r, "vision_loss": vision_log[-20:],
                                               **{k: v for k, v in log.items() if k != "adam_state"}}, indent=1))
     return models.load(folder)
-
-
-def _load_base_one_thread(preset) -> None:
-    torch.set_num_threads(1)
-    load_base(preset, progress=False)
-
-
-def build_in_one_thread(preset) -> None:
-    """Build a preset's missing base in a fresh process of one thread, as the SFT workers run. Its floats
-    depend on the thread count, and a table's numbers on its floats (the same Full-SFT run reached 60 %
-    from a one-thread base and 33.5 % from a two-thread one), so a run is repeatable only on a base built
-    the same way every time. Anything else (a checkpoint path, a built base) is left alone."""
-    if preset not in models.PRESETS or (base_dir(preset) / "base.json").exists():
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as ex:
-        ex.submit(_load_base_one_thread, preset).result()
 
 
 def load_model(name: str, progress: bool = True):

@@ -31,7 +31,7 @@ def run(config: dict, progress: bool = True) -> dict:
     dd = data.load_pool(data.make_pool(**pool_cfg))
     subsets = {"full": dd["pool"], "clean": clean_part(dd["pool"])}
     start = time.perf_counter()
-    base.build_in_one_thread(sft_cfg["preset"])          # the base notebook 05's runs use
+    base.load_base(sft_cfg["preset"], progress=progress)
     base_seconds = time.perf_counter() - start
     rows = []
     for seed in sft_cfg["seeds"]:

@@ -112,7 +112,7 @@ def train_subsets(dd, member, out, *, target="target", protocols=PROTOCOLS, seed
         done[_key(row)] = row
 
     if todo:
-        base.build_in_one_thread(target)     # once, before the workers start, not by each of them
+        base.load_model(target, progress=progress)    # a preset's base is built here once, not by each worker
     bar = tqdm(total=len(todo), desc="SFT runs", disable=not progress)
     if workers <= 1:
         for key in todo:
@@ -135,7 +135,6 @@ def train_subsets(dd, member, out, *, target="target", protocols=PROTOCOLS, seed
 
 def write_runs(rows, path) -> Path:
     """The finished table as JSON lines, in the given order, by atomic rename (never half written)."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     return runs.replace_text(path, "".join(json.dumps(row) + "\n" for row in rows))
 
 

@@ -81,6 +81,7 @@ def replace_text(path, text: str) -> Path:
     """Write `text` to `path` by atomic rename: a reader (another process, a rerun after a crash) sees the
     old file or the new one, never half of one."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
