@@ -74,6 +74,8 @@ def test_base_stage_is_cached(tmp_path, monkeypatch):
         assert torch.equal(a, b)
     with pytest.raises(TypeError, match="unknown base recipe"):
         base.load_base("tiny", n_sample=3)
+    with pytest.raises(SystemExit, match="unknown preset.*'tiny-x'"):
+        base.build_bases(["proxy", "tiny-x"])
 
 
 def test_sft_returns_its_adam_state_in_model_order(tokenizer, processor, tiny_data):
