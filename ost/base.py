@@ -11,8 +11,6 @@ import argparse
 import hashlib
 import json
 import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast
 
-from . import data, models, paths, pool, train
+from . import data, models, paths, pool, runs, train
 from . import digits as dg
 
 TOKENIZER_CORPUS = dict(n_groups=600, copies=1, seed=12345)   # text the BPE is trained on
@@ -153,7 +151,7 @@ def build_bases(presets) -> None:
         return
     tokenizer()     # shared by every build: trained here once, not raced for by the workers
     print(f"building the base of {', '.join(missing)} ({len(missing)} processes) ...", flush=True)
-    with ProcessPoolExecutor(len(missing), mp_context=get_context("spawn")) as workers:
+    with runs.worker_pool(len(missing)) as workers:
         for preset, (folder, seconds) in zip(missing, workers.map(_build_quietly, missing)):
             print(f"  {preset}: {seconds:.0f} s -> {folder}", flush=True)
 

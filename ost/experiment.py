@@ -13,8 +13,7 @@ sha256 of them) match; a subset that changed, under the same name, is trained ag
 import hashlib
 import json
 import math
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from pathlib import Path
 
 import numpy as np
@@ -120,8 +119,7 @@ def train_subsets(dd, member, out, *, target="target", protocols=PROTOCOLS, seed
             record(_run_one(*args, **kw))
             bar.update()
     else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(workers, mp_context=context) as ex:
+        with runs.worker_pool(workers) as ex:
             futures = []
             for key in todo:
                 args, kw = job(key)

@@ -7,7 +7,11 @@ needs an artifact its upstream notebook has not written yet says which notebook 
 `run`.
 """
 import json
+import multiprocessing
 import os
+import threading
+import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from . import data, paths
@@ -198,3 +202,18 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
+
+
+def worker_pool(n: int) -> ProcessPoolExecutor:
+    """`n` spawned worker processes that exit when the process that made them dies: a killed notebook or
+    `make` otherwise leaves its workers training, reparented to init, slowing whatever runs next."""
+    return ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn"), initializer=_exit_with_parent,
+                               initargs=(os.getpid(),))
+
+
+def _exit_with_parent(parent: int):
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(1)
+        os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()

@@ -1,3 +1,8 @@
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -62,3 +67,26 @@ def test_write_parquet_keeps_index_and_settings_and_same_bytes(tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(one), frame)
     frame.to_parquet(tmp_path / "plain.parquet")
     assert runs.read_meta(tmp_path / "plain.parquet") == {}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_pool_workers_exit_when_their_parent_is_killed():
+    """A killed notebook must not leave its SFT workers training (they once ran on for minutes)."""
+    script = ("import os, time\nfrom ost import runs\npool = runs.worker_pool(1)\n"
+              "print(pool.submit(os.getpid).result(), flush=True)\ntime.sleep(120)\n")
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, cwd=paths.ROOT)
+    worker = int(parent.stdout.readline())
+    assert _alive(worker)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 30
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(worker)
