@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
-from .collate import Collator, per_sample_loss
+from .collate import Collator, EncodedDataset, per_sample_loss
 from .data import extract_final, normalize_final
 
 
@@ -62,8 +62,9 @@ def sft(model, tokenizer, processor, dataset, *, epochs: float = 3, batch_size: 
             logging_steps=logging_steps, save_strategy="no", report_to="none", remove_unused_columns=False,
             disable_tqdm=not progress, dataloader_num_workers=0, dataloader_pin_memory=False,
             optim="adamw_torch")
-        trainer = Trainer(model=model, args=args, train_dataset=dataset,
-                          data_collator=Collator(tokenizer, processor), callbacks=[history])
+        collator = Collator(tokenizer, processor)
+        trainer = Trainer(model=model, args=args, train_dataset=EncodedDataset(dataset, collator),
+                          data_collator=collator.pad, callbacks=[history])
         if not progress:
             trainer.remove_callback(PrinterCallback)
         start = time.perf_counter()

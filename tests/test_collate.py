@@ -82,3 +82,28 @@ def test_template_with_a_system_turn(tokenizer, processor, records):
     assert text.startswith("<|im_start|>system\nYou are a helpful assistant.")
     answer = batch["labels"][0][batch["labels"][0] != collate.IGNORE]
     assert tok.decode(answer) == records[0]["answer"] + "<|im_end|>"
+
+
+def test_samples_encoded_one_by_one_pad_to_the_same_batch(tokenizer, processor, records):
+    """SFT encodes each sample once and pads cached rows: the batch must equal the batch collated whole,
+    images of two sizes and a text-only sample included."""
+    col = collate.Collator(tokenizer, processor)
+    samples = [records[0], {"question": "What is 3 + 4?", "answer": "3 + 4 = 7.", "image": None},
+               dict(records[1], image=records[1]["image"].resize((56, 84))), records[2]]
+    whole = col(samples)
+    cached = collate.EncodedDataset(samples, col)
+    rows = [cached[i] for i in range(len(samples))]
+    assert whole["image_grid_thw"].shape[0] == 3
+    padded = col.pad(rows)
+    assert padded.keys() == whole.keys()
+    assert all(torch.equal(padded[k], whole[k]) for k in whole)
+    assert cached[2] is rows[2]                                   # kept, not encoded again
+
+
+def test_encoded_dataset_keeps_no_more_than_its_byte_budget(tokenizer, processor, records):
+    col = collate.Collator(tokenizer, processor)
+    one = col.encode(records[:1])[0]["pixel_values"].nbytes
+    cached = collate.EncodedDataset(records[:3], col, max_bytes=2 * one)
+    rows = [cached[i] for i in range(3)]
+    assert sorted(cached.cache) == [0, 1] and cached[2] is not rows[2]
+    assert torch.equal(cached[2]["pixel_values"], rows[2]["pixel_values"])

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from ost import base, data, models, paths, pool, train
+from ost import base, collate, data, models, paths, pool, train
 from conftest import TINY
 
 
@@ -102,3 +102,19 @@ def test_embeddings_one_vector_per_sample_independent_of_batching(tokenizer, pro
     assert e.shape == (24, TINY["hidden"]) and torch.isfinite(e).all()
     assert torch.allclose(e, train.embeddings(model, tokenizer, processor, tiny_data, batch_size=5), atol=1e-5)
     assert not torch.allclose(e[0], e[1])
+
+
+def test_sft_on_cached_encodings_trains_the_same_model(tokenizer, processor, tiny_data, monkeypatch):
+    """SFT pads samples encoded once (collate.EncodedDataset); batched as Trainer would batch the
+    datasets.Dataset itself, sample order and weights come out the same to the bit."""
+    def run():
+        model = models.build(TINY, tokenizer, seed=0)
+        train.sft(model, tokenizer, processor, tiny_data, epochs=3, batch_size=8, lr=1e-2, seed=3, progress=False)
+        return model
+    cached = run()
+    pad = collate.Collator.pad
+    monkeypatch.setattr(collate.Collator, "pad", lambda self, rows: pad(self, self.encode(rows)
+                                                                       if "question" in rows[0] else rows))
+    monkeypatch.setattr(train, "EncodedDataset", lambda dataset, collator: dataset)
+    plain = run()
+    assert all(torch.equal(a, b) for a, b in zip(cached.parameters(), plain.parameters()))
