@@ -1,0 +1,34 @@
+"""Notebook 06's settings: each scored on one thread, the same numbers in worker processes as in-process."""
+import datasets
+import pytest
+import torch
+
+from ost import data, models, transfer
+from conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, records, tokenizer, processor):
+    root = tmp_path_factory.mktemp("transfer")
+    folder = models.save(root / "proxy", models.build(TINY, tokenizer, seed=0), tokenizer, processor)
+    dd = datasets.DatasetDict({"pool": data.to_dataset(records[:24]), "validation": data.to_dataset(records[24:32])})
+    dd.save_to_disk(root / "pool")
+    return str(folder), datasets.load_from_disk(root / "pool")
+
+
+def test_settings_give_the_same_utilities_in_workers(setup):
+    folder, dd = setup
+    ids = dd["pool"]["id"]
+    warm_up = dict(warm_ids=ids[:8], epochs=1.0, lr=1e-2, batch_size=4, seed=0, keep_state=True)
+    settings = {"saved, exact": dict(model=folder, rows=[1, 5, 9, 13], lr=1e-3, method="exact"),
+                "warmed, first order": dict(model=folder, warm_up=warm_up, rows=list(range(8, 24)), lr=1e-3),
+                "warmed longer": dict(model=folder, warm_up={**warm_up, "epochs": 2.0}, rows=list(range(8, 24)),
+                                      lr=1e-3)}
+    serial = transfer.score_settings(dd, settings, workers=1, progress=False)
+    assert torch.get_num_threads() == 2                         # one thread while scoring, then given back
+    parallel = transfer.score_settings(dd, settings, workers=2, progress=False)
+    assert list(parallel) == list(settings)
+    for name, u in serial.items():
+        assert u.index.tolist() == [ids[i] for i in settings[name]["rows"]] and u.notna().all()
+        assert u.equals(parallel[name])
+    assert not serial["warmed, first order"].equals(serial["warmed longer"])   # the warm-up length matters
