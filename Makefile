@@ -12,6 +12,8 @@ export TOKENIZERS_PARALLELISM := false
 # OpenMP threads that spin while they wait turn a busy machine's tiny-model timings into noise (3-20x);
 # waiting passively keeps them within ~1.5x. OMP_WAIT_POLICY=ACTIVE make … overrides.
 export OMP_WAIT_POLICY ?= PASSIVE
+# The embedded bases the notebooks train from (notebook 06 also tries proxy-small).
+BASES := proxy target
 NOTEBOOKS := $(notdir $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb)))
 
 .PHONY: help venv test reproduce readme credibility bench lab clean-quick
@@ -34,13 +36,13 @@ $(VENV)/.installed: environment.yml pyproject.toml
 venv: $(VENV)/.installed ## build .venv from the pins in environment.yml (pip; no conda needed)
 
 test: venv ## run the tests and execute every notebook at its quick defaults (nbval)
-	$(PY) -m ost.base proxy target    # the notebooks' two bases, built side by side (once; ~3.5 min instead of ~6)
+	$(PY) -m ost.base $(BASES)    # the notebooks' two bases, built side by side (once; ~3.5 min instead of ~6)
 	$(PY) -m pytest -q tests notebooks --nbval-lax
 
 reproduce: venv ## the main job: run every notebook with configs/$(RUN).yaml into results/$(RUN)/, then the README table
 	mkdir -p results/$(RUN)
 	$(if $(wildcard configs/$(RUN).yaml),$(PY) -m ost.runs check configs/$(RUN).yaml)
-	$(PY) -m ost.base proxy target proxy-small    # proxy-small: notebook 06's smaller proxy, else built on its critical path
+	$(PY) -m ost.base $(BASES) proxy-small    # proxy-small: notebook 06's smaller proxy, else built on its critical path
 	for nb in $(NOTEBOOKS); do \
 	  $(PY) -m ost.runs execute $(if $(wildcard configs/$(RUN).yaml),-f configs/$(RUN).yaml) -p run $(RUN) \
 	    notebooks/$$nb results/$(RUN)/$$nb || exit 1; \

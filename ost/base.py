@@ -100,6 +100,11 @@ def _pretrain(preset, tok, proc, r, progress):
     return model, log, vision_log
 
 
+def is_built(preset, **recipe) -> bool:
+    """Whether the base is cached: `base.json` is written last, so a build cut short does not count."""
+    return (base_dir(preset, **recipe) / "base.json").exists()
+
+
 def load_base(preset: str = "proxy", progress: bool = True, **recipe):
     """(model, tokenizer, processor) of the pretrained base of a preset; trains and caches it once."""
     unknown = set(recipe) - set(BASE_RECIPE)
@@ -107,7 +112,7 @@ def load_base(preset: str = "proxy", progress: bool = True, **recipe):
         raise TypeError(f"unknown base recipe key(s) {sorted(unknown)}; known: {sorted(BASE_RECIPE)}")
     r = {**BASE_RECIPE, **recipe}
     folder = base_dir(preset, **recipe)
-    if (folder / "base.json").exists():
+    if is_built(preset, **recipe):
         return models.load(folder)
     tok, proc = tokenizer(), models.image_processor()
     caller_threads = torch.get_num_threads()
@@ -146,7 +151,7 @@ def build_bases(presets) -> None:
     unknown = sorted(set(presets) - set(models.PRESETS))
     if unknown:
         raise SystemExit(f"unknown preset(s) {unknown}; known: {sorted(models.PRESETS)}")
-    missing = [p for p in dict.fromkeys(presets) if not (base_dir(p) / "base.json").exists()]
+    missing = [p for p in dict.fromkeys(presets) if not is_built(p)]
     if not missing:
         return
     tokenizer()     # shared by every build: trained here once, not raced for by the workers
