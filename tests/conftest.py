@@ -29,6 +29,16 @@ def processor():
     return models.image_processor()
 
 
+def saved_tiny(root, tokenizer, processor, **splits):
+    """(folder of a saved TINY model, DatasetDict of `splits` saved and loaded back): what worker
+    processes are handed, a model path and a memory-mapped dataset that pickles by its files."""
+    import datasets
+    from ost import data
+    folder = models.save(root / "model", models.build(TINY, tokenizer, seed=0), tokenizer, processor)
+    datasets.DatasetDict({name: data.to_dataset(rows) for name, rows in splits.items()}).save_to_disk(root / "pool")
+    return str(folder), datasets.load_from_disk(root / "pool")
+
+
 @pytest.fixture(autouse=True)
 def _threads():
     torch.set_num_threads(2)

@@ -1,25 +1,19 @@
 """SFT runs over subsets: resumable, in plan order, and the same whether run serially or in workers."""
-import json
-
-import datasets
 import pandas as pd
 import pytest
 import torch
 
-from ost import data, experiment, models
-from conftest import TINY
+from ost import experiment
+from conftest import saved_tiny
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, records, tokenizer, processor):
     root = tmp_path_factory.mktemp("exp")
-    folder = models.save(root / "target", models.build(TINY, tokenizer, seed=0), tokenizer, processor)
-    dd = datasets.DatasetDict({"pool": data.to_dataset(records[:32]), "test": data.to_dataset(records[32:44])})
-    dd.save_to_disk(root / "pool")
-    dd = datasets.load_from_disk(root / "pool")
+    folder, dd = saved_tiny(root, tokenizer, processor, pool=records[:32], test=records[32:44])
     ids = dd["pool"]["id"]
     member = pd.DataFrame({"a@0.5": [i % 2 == 0 for i in range(len(ids))]}, index=pd.Index(ids, name="id"))
-    return root, str(folder), dd, member
+    return root, folder, dd, member
 
 
 def _strip(rows):

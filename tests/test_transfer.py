@@ -1,19 +1,15 @@
 """Notebook 06's settings: each scored on one thread, the same numbers in worker processes as in-process."""
-import datasets
 import pytest
 import torch
 
-from ost import data, models, transfer
-from conftest import TINY
+from ost import transfer
+from conftest import saved_tiny
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, records, tokenizer, processor):
-    root = tmp_path_factory.mktemp("transfer")
-    folder = models.save(root / "proxy", models.build(TINY, tokenizer, seed=0), tokenizer, processor)
-    dd = datasets.DatasetDict({"pool": data.to_dataset(records[:24]), "validation": data.to_dataset(records[24:32])})
-    dd.save_to_disk(root / "pool")
-    return str(folder), datasets.load_from_disk(root / "pool")
+    return saved_tiny(tmp_path_factory.mktemp("transfer"), tokenizer, processor, pool=records[:24],
+                      validation=records[24:32])
 
 
 def test_settings_give_the_same_utilities_in_workers(setup):
