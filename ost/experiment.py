@@ -13,12 +13,10 @@ sha256 of them) match; a subset that changed, under the same name, is trained ag
 import hashlib
 import json
 import math
-from concurrent.futures import as_completed
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from . import base, pool, runs, train
 
@@ -103,31 +101,15 @@ def train_subsets(dd, member, out, *, target="target", protocols=PROTOCOLS, seed
     def job(key):
         column, protocol, seed = key
         return (dd["pool"], dd["test"], chosen[column]), dict(column=column, protocol=protocol, seed=seed,
-                                                              sha=sha[column], **common)
-
-    def record(row):
-        with out.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        done[_key(row)] = row
+                                                              sha=sha[column], threads=1 if workers > 1 else None,
+                                                              **common)
 
     if todo:
         base.load_model(target, progress=progress)    # a preset's base is built here once, not by each worker
-    bar = tqdm(total=len(todo), desc="SFT runs", disable=not progress)
-    if workers <= 1:
-        for key in todo:
-            args, kw = job(key)
-            record(_run_one(*args, **kw))
-            bar.update()
-    else:
-        with runs.worker_pool(workers) as ex:
-            futures = []
-            for key in todo:
-                args, kw = job(key)
-                futures.append(ex.submit(_run_one, *args, **kw, threads=1))
-            for fut in as_completed(futures):
-                record(fut.result())
-                bar.update()
-    bar.close()
+    for _, row in runs.as_done(_run_one, {key: job(key) for key in todo}, workers, "SFT runs", progress):
+        with out.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        done[_key(row)] = row
     return [done[key] for key in plan(member, protocols, seeds)]
 
 

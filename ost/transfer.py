@@ -7,12 +7,9 @@ warm-up slice, score samples with a one-step utility):
 * sensitivity: how much of the top-20 % survives another proxy size, warm-up length or step size?
   (|A ∩ B| / |A| of the top-20 % sets, on the same samples).
 """
-from concurrent.futures import as_completed
-
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from . import base, collate, models, runs, select, train, utility
 
@@ -75,19 +72,8 @@ def score_settings(dd, settings: dict, workers: int = 1, progress: bool = True) 
     """
     base.build_bases(sorted({s["model"] for s in settings.values() if s["model"] in models.PRESETS}))  # once, not per worker
     order = sorted(settings, key=lambda name: settings[name].get("method") != "exact")   # long jobs first
-    bar = tqdm(total=len(settings), desc="settings", disable=not progress)
-    out = {}
-    if workers <= 1:
-        for name in order:
-            out[name] = score_setting(dd, **settings[name])
-            bar.update()
-    else:
-        with runs.worker_pool(workers) as ex:
-            futures = {ex.submit(score_setting, dd, **settings[name]): name for name in order}
-            for fut in as_completed(futures):
-                out[futures[fut]] = fut.result()
-                bar.update()
-    bar.close()
+    jobs = {name: ((dd,), settings[name]) for name in order}
+    out = dict(runs.as_done(score_setting, jobs, workers, "settings", progress))
     return {name: out[name] for name in settings}
 
 
