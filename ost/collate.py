@@ -99,11 +99,13 @@ class EncodedDataset(torch.utils.data.Dataset):
     """A dataset whose samples are decoded and encoded on first use and kept: an SFT run sees each sample
     once per epoch (a 20 % subset under fixed compute, ten times), and that work is a tenth of a step here.
     Pair it with `collator.pad` as the batch collator; the batches are the same tensors as `collator`'s.
-    Only the first `max_bytes` of image patches are kept, so a large real dataset encodes the rest anew."""
+    Only the first `max_bytes` of image patches are kept, so a large real dataset encodes the rest anew.
+    With `vision` (a model's vision tower, frozen), each image's patches are replaced by the tower's output
+    before the merger, which never changes while the tower is frozen (`train.frozen_vision`)."""
 
-    def __init__(self, dataset, collator: Collator, max_bytes: int = 2 * 2**30):
+    def __init__(self, dataset, collator: Collator, max_bytes: int = 2 * 2**30, vision=None):
         self.dataset, self.collator, self.cache = dataset, collator, {}
-        self.room = max_bytes
+        self.room, self.vision = max_bytes, vision
 
     def __len__(self):
         return len(self.dataset)
@@ -112,10 +114,19 @@ class EncodedDataset(torch.utils.data.Dataset):
         if i in self.cache:
             return self.cache[i]
         row = self.collator.encode([self.dataset[i]])[0]
+        if self.vision is not None and "pixel_values" in row:   # the frozen tower's output stands in for pixels
+            row["pixel_values"] = vision_features(self.vision, row["pixel_values"], row["image_grid_thw"])
         size = row["pixel_values"].nbytes if "pixel_values" in row else 0
         if size <= self.room:
             self.cache[i], self.room = row, self.room - size
         return row
+
+
+@torch.no_grad()
+def vision_features(visual, pixel_values, grid_thw) -> torch.Tensor:
+    """What a frozen vision tower hands its merger for these patches: (patches, embed_dim)."""
+    forward = type(visual).forward    # the class's own: while training, the instance's runs only the merger
+    return forward(visual, pixel_values.type(visual.dtype), grid_thw=grid_thw).last_hidden_state
 
 
 def batches(dataset, collator, size: int) -> list:
