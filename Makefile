@@ -16,7 +16,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 BASES := proxy target
 NOTEBOOKS := $(notdir $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb)))
 
-.PHONY: help venv test reproduce readme credibility bench lab clean-quick
+.PHONY: help venv test reproduce readme regime credibility bench lab clean-quick
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -49,8 +49,12 @@ reproduce: venv ## the main job: run every notebook with configs/$(RUN).yaml int
 	done
 	$(if $(filter main,$(RUN)),$(MAKE) --no-print-directory readme)
 
-readme: venv ## render the README table from results/main/summary.json
+readme: venv ## render the README's tables from results/main/summary.json and results/main/regime.json
 	$(PY) -m ost.analysis --summary results/main/summary.json --readme README.md > /dev/null
+	$(PY) -m ost.regime --config configs/main.yaml --out results/main/regime.json --readme README.md
+
+regime: venv ## learning curves of the target: full pool and clean part, 3 lrs x 3 seeds, 8 epochs (~40 min) -> results/$(RUN)/regime.json
+	$(PY) -m ost.regime --config configs/$(RUN).yaml --out results/$(RUN)/regime.json
 
 credibility: venv ## is the embedded default real enough? clean part vs full pool, 3 seeds (results/$(RUN)/credibility.json)
 	$(PY) -m ost.credibility --config configs/$(RUN).yaml --out results/$(RUN)/credibility.json

@@ -179,11 +179,15 @@ def render_readme(summary_path, readme_path, start="<!-- table:start -->", end="
     """Rewrite the README's block from summary.json (its numbers are never typed by hand)."""
     import json
     from pathlib import Path
-    summary = json.loads(Path(summary_path).read_text())
+    return fill_block(readme_path, readme_block(json.loads(Path(summary_path).read_text())), start, end)
+
+
+def fill_block(readme_path, block: str, start: str, end: str) -> str:
+    """Replace the text between two markers of a README with `block`."""
+    from pathlib import Path
     text = Path(readme_path).read_text()
     if start not in text or end not in text:
         raise ValueError(f"{readme_path} has no {start} … {end} block to fill")
-    block = readme_block(summary)
     head, rest = text.split(start, 1)
     _, tail = rest.split(end, 1)
     Path(readme_path).write_text(f"{head}{start}\n{block}\n{end}{tail}")

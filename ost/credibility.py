@@ -14,15 +14,11 @@ from pathlib import Path
 
 import yaml
 
-from . import base, data, pool, train
+from . import base, data, train
+from .regime import clean_part
 
 SFT_DEFAULTS = dict(preset="target", sft_epochs=6, sft_lr=2e-3, sft_batch_size=32, seeds=[0, 1, 2])
 GOALS = dict(clean_accuracy=0.60, noise_gap=0.05, full_run_seconds=180)
-
-
-def clean_part(ds):
-    """The pool without its toxic samples (duplicates stay: they are correct, only wasteful)."""
-    return ds.filter(lambda kind: kind not in pool.TOXIC, input_columns="noise")
 
 
 def run(config: dict, progress: bool = True) -> dict:

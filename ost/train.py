@@ -56,15 +56,31 @@ def vision_tower(model):
     return getattr(getattr(model, "model", model), "visual", None)
 
 
+@contextmanager
+def tower_running(model):
+    """The vision tower's own forward for a while: to evaluate mid-run on images while SFT feeds it cached
+    features (`frozen_vision(cached=True)`)."""
+    visual = vision_tower(model)
+    patched = vars(visual).pop("forward", None) if visual is not None else None
+    try:
+        yield
+    finally:
+        if patched is not None:
+            visual.forward = patched
+
+
 def sft(model, tokenizer, processor, dataset, *, epochs: float = 3, batch_size: int = 32, grad_accum: int = 1,
         lr: float = 1e-3, max_steps: int = -1, warmup_ratio: float = 0.05, weight_decay: float = 0.0,
         seed: int = 0, freeze_vision: bool = True, cache_vision: bool = True, progress: bool = True,
-        logging_steps: int = 10) -> dict:
+        group_by_length: bool = False, logging_steps: int = 10, callbacks=()) -> dict:
     """Fine-tune `model` in place on `dataset` (the sample schema); returns loss history and cost.
 
     `max_steps` > 0 overrides `epochs` (the fixed-compute protocol gives every subset the same steps).
     With the tower frozen, `cache_vision` computes each image's tower output once and trains only what
     is trainable (merger + decoder) from it: the same model within float rounding, at less cost a step.
+    `group_by_length` batches samples of similar length (Trainer's LengthGroupedSampler): the step cost is
+    its tokens, padding included, so less padding is a cheaper step; the order is still seeded and shuffled.
+    `callbacks` are extra `TrainerCallback`s (e.g. `ost.regime`'s evaluation at chosen epochs).
     """
     if len(dataset) == 0:
         raise ValueError("cannot fine-tune on an empty dataset")
@@ -76,12 +92,12 @@ def sft(model, tokenizer, processor, dataset, *, epochs: float = 3, batch_size: 
             warmup_steps=warmup_ratio, weight_decay=weight_decay, seed=seed, data_seed=seed,
             logging_steps=logging_steps, save_strategy="no", report_to="none", remove_unused_columns=False,
             disable_tqdm=not progress, dataloader_num_workers=0, dataloader_pin_memory=False,
-            optim="adamw_torch")
+            optim="adamw_torch", train_sampling_strategy="group_by_length" if group_by_length else "random")
         collator = Collator(tokenizer, processor)
         cached = freeze_vision and cache_vision and vision_tower(model) is not None
         encoded = EncodedDataset(dataset, collator, vision=vision_tower(model) if cached else None)
         trainer = Trainer(model=model, args=args, train_dataset=encoded, data_collator=collator.pad,
-                          callbacks=[history])
+                          callbacks=[history, *callbacks])
         if not progress:
             trainer.remove_callback(PrinterCallback)
         start = time.perf_counter()
