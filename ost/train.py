@@ -77,7 +77,8 @@ def sft(model, tokenizer, processor, dataset, *, epochs: float = 3, batch_size: 
 
     `max_steps` > 0 overrides `epochs` (the fixed-compute protocol gives every subset the same steps).
     With the tower frozen, `cache_vision` computes each image's tower output once and trains only what
-    is trainable (merger + decoder) from it: the same model within float rounding, at less cost a step.
+    is trainable (merger + decoder) from it: the same model within float rounding. For the embedded presets
+    the tower is a few percent of a step (the decoder dominates); for a real ViT it is most of the forward.
     `group_by_length` batches samples of similar length (Trainer's LengthGroupedSampler): the step cost is
     its tokens, padding included, so less padding is a cheaper step; the order is still seeded and shuffled.
     `callbacks` are extra `TrainerCallback`s (e.g. `ost.regime`'s evaluation at chosen epochs).
