@@ -51,7 +51,7 @@ reproduce: venv ## the main job: run every notebook with configs/$(RUN).yaml int
 
 readme: venv ## render the README's tables from results/main/summary.json and results/main/regime.json
 	$(PY) -m ost.analysis --summary results/main/summary.json --readme README.md > /dev/null
-	$(PY) -m ost.regime --config configs/main.yaml --out results/main/regime.json --readme README.md
+	$(PY) -m ost.regime --out results/main/regime.json --readme README.md
 
 regime: venv ## learning curves of the target: full pool and clean part, 3 lrs x 3 seeds, 8 epochs (~40 min) -> results/$(RUN)/regime.json
 	$(PY) -m ost.regime --config configs/$(RUN).yaml --out results/$(RUN)/regime.json

@@ -77,7 +77,7 @@ def summarize(rows) -> list:
 
 
 def measure(dd, *, target, epochs, eval_at, lrs, seeds, batch_size, workers, progress=True) -> dict:
-    """Every (subset, lr, seed) run of the curve, longest first, `workers` at a time."""
+    """Every (subset, lr, seed) run of the curve, `workers` at a time."""
     subsets = {"full": dd["pool"], "clean": clean_part(dd["pool"])}
     common = dict(target=target, epochs=epochs, eval_at=list(eval_at), batch_size=batch_size,
                   threads=1 if workers > 1 else None)
@@ -134,7 +134,7 @@ def markdown(report) -> str:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", type=Path, required=True, help="a configs/*.yaml file (its pool keys)")
+    parser.add_argument("--config", type=Path, help="a configs/*.yaml file (its pool keys); needed to measure")
     parser.add_argument("--out", type=Path, required=True, help="the JSON report; the figure goes beside it")
     for key, value in CURVE.items():
         kind = type(value[0]) if isinstance(value, list) else type(value)
@@ -147,6 +147,8 @@ def main(argv=None):
         fill_block(args.readme, markdown(json.loads(args.out.read_text())), "<!-- regime:start -->",
                    "<!-- regime:end -->")
         return
+    if args.config is None:
+        parser.error("--config is needed to measure (only --readme renders an existing report)")
     config = yaml.safe_load(args.config.read_text()) or {}
     dd = data.load_pool(data.make_pool(**{k: v for k, v in config.items() if k in data.POOL_DEFAULTS}))
     report = measure(dd, **{k: getattr(args, k) for k in CURVE})
