@@ -42,22 +42,26 @@ test: venv ## run the tests and execute every notebook at its quick defaults (nb
 reproduce: venv ## the main job: run every notebook with configs/$(RUN).yaml into results/$(RUN)/, then the README table
 	mkdir -p results/$(RUN)
 	$(if $(wildcard configs/$(RUN).yaml),$(PY) -m ost.runs check configs/$(RUN).yaml)
-	$(PY) -m ost.base $(BASES) proxy-small    # proxy-small: notebook 06's smaller proxy, else built on its critical path
+	start=$$(date +%s); \
+	$(PY) -m ost.base $(BASES) proxy-small && \
 	for nb in $(NOTEBOOKS); do \
 	  $(PY) -m ost.runs execute $(if $(wildcard configs/$(RUN).yaml),-f configs/$(RUN).yaml) -p run $(RUN) \
 	    notebooks/$$nb results/$(RUN)/$$nb || exit 1; \
-	done
+	done; \
+	printf '{"wall_seconds": %d, "commit": "%s", "finished": "%s"}\n' $$(( $$(date +%s) - start )) \
+	  "$$(git rev-parse --short HEAD)" "$$(date -u +%FT%TZ)" > results/$(RUN)/reproduce.json
 	$(if $(filter main,$(RUN)),$(MAKE) --no-print-directory readme)
 
-readme: venv ## render the README's tables from results/main/summary.json and results/main/regime.json
+readme: venv ## render the README's tables from results/main/summary.json, regime.json and credibility.json
 	$(PY) -m ost.analysis --summary results/main/summary.json --readme README.md > /dev/null
 	$(PY) -m ost.regime --out results/main/regime.json --readme README.md
+	$(if $(wildcard results/main/credibility.json),$(PY) -m ost.credibility --config configs/main.yaml --readme README.md)
 
 regime: venv ## learning curves of the target: full pool and clean part, 3 lrs x 3 seeds, 8 epochs (~40 min) -> results/$(RUN)/regime.json
 	$(PY) -m ost.regime --config configs/$(RUN).yaml --out results/$(RUN)/regime.json
 
-credibility: venv ## is the embedded default real enough? clean part vs full pool, 3 seeds (results/$(RUN)/credibility.json)
-	$(PY) -m ost.credibility --config configs/$(RUN).yaml --out results/$(RUN)/credibility.json
+credibility: venv ## after reproduce: can the table decide? seed CI, noise gap, a 2-thread base (~12 min), run time -> results/$(RUN)/credibility.json
+	$(PY) -m ost.credibility --config configs/$(RUN).yaml --run $(RUN)
 
 bench: venv ## scoring cost vs one epoch, exact, naive loop, memory in N -> results/bench/scoring.json (~15 min; BENCH_ARGS=--quick: ~4)
 	$(PY) benchmarks/bench_utility.py $(BENCH_ARGS)

@@ -133,7 +133,7 @@ def main(argv=None):
     report["spearman"] = {f"{a}~{b}": float(spearmanr(frame[a], frame[b])[0])
                           for i, a in enumerate(names) for b in names[i + 1:]}
     if args.sft_seeds:
-        cfg = credibility.SFT_DEFAULTS
+        cfg = credibility.SFT_KEYS
         report["sft"] = run_sft(dd, subsets(frame, dd), args.sft_seeds, cfg["sft_epochs"], cfg["sft_lr"])
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))

@@ -1,14 +1,16 @@
 """From SFT runs to the paper's table: means with 95 % intervals, paired differences, costs.
 
 Differences are paired by seed (same seed, same protocol and fraction): the seed-to-seed spread of a
-tiny model is larger than most method effects, and pairing removes the part every method shares.
+tiny model is larger than most method effects, and pairing removes the part every method shares. Each
+difference comes with its minimum detectable difference at this number of seeds (from the spread of the
+paired differences), and counts as resolved only when its 95 % interval excludes zero.
 """
 import numpy as np
 import pandas as pd
 
-from .metrics import mean_ci
+from .metrics import detectable_difference, mean_ci
 
-REFERENCES = ("full", "judge", "loss")     # the paper's two competitors and the cheap low-loss filter
+REFERENCES = ("full", "judge", "random")     # the paper's two competitors, and chance selection
 
 
 def paired(runs: pd.DataFrame, reference: str) -> pd.DataFrame:
@@ -30,8 +32,9 @@ def paired(runs: pd.DataFrame, reference: str) -> pd.DataFrame:
 
 
 def paper_table(runs: pd.DataFrame, references=REFERENCES) -> pd.DataFrame:
-    """One row per (method, fraction, protocol): seeds, mean accuracy ± 95 % CI, mean paired difference
-    (± CI) against each reference, training seconds, and n_train."""
+    """One row per (method, fraction, protocol): seeds, mean accuracy ± 95 % CI, mean test answer loss
+    (the continuous metric beside exact match, where the runs have it), mean paired difference (± CI,
+    minimum detectable difference) against each reference, training seconds, and n_train."""
     groups = runs.groupby(["method", "fraction", "protocol"], sort=True)
     table = pd.DataFrame({
         "seeds": groups["seed"].nunique(),
@@ -40,11 +43,19 @@ def paper_table(runs: pd.DataFrame, references=REFERENCES) -> pd.DataFrame:
         "n_train": groups["n_train"].first(),
         "train_seconds": groups["train_seconds"].mean(),
     })
+    if "test_loss" in runs:
+        table["test_loss"] = groups["test_loss"].mean()
     for ref in references:
         d = paired(runs, ref).groupby(["method", "fraction", "protocol"])["diff"]
         table[f"vs_{ref}"] = d.apply(lambda x: mean_ci(x)[0])
         table[f"vs_{ref}_ci95"] = d.apply(lambda x: mean_ci(x)[1])
+        table[f"vs_{ref}_mdd"] = d.apply(detectable_difference)
     return table.reset_index()
+
+
+def resolved(mean, half) -> bool:
+    """A difference is resolved when its 95 % interval excludes zero."""
+    return bool(np.isfinite(mean) and np.isfinite(half) and abs(mean) > half)
 
 
 def _fmt(mean, half, points=True, sign=False):
@@ -56,20 +67,35 @@ def _fmt(mean, half, points=True, sign=False):
 
 
 def markdown(table: pd.DataFrame, references=REFERENCES) -> str:
-    """The table as Markdown (accuracy in %, differences in points, ± the 95 % CI half-width)."""
-    head = ["method", "fraction", "protocol", "seeds", "accuracy %"] + [f"vs {r}" for r in references] + \
-        ["train s"]
+    """The table as Markdown (accuracy in %, differences in points, ± the 95 % CI half-width; a resolved
+    difference — its interval excludes zero — in bold), then each comparison's minimum detectable difference."""
+    refs = [r for r in references if f"vs_{r}" in table]
+    head = ["method", "fraction", "protocol", "seeds", "accuracy %"] + \
+        (["test loss"] if "test_loss" in table else []) + [f"vs {r}" for r in refs] + ["train s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    mdd = ["| method | fraction | protocol | " + " | ".join(f"MDD vs {r}" for r in refs) + " |",
+           "|---|---|---|" + "---|" * len(refs)]
     order = table.sort_values(["protocol", "fraction", "accuracy"], ascending=[False, True, False])
     for r in order.itertuples(index=False):
         r = r._asdict()
-        cells = [r["method"], f"{r['fraction']:g}", r["protocol"].replace("_", " "), str(r["seeds"]),
-                 _fmt(r["accuracy"], r["ci95"])]
-        cells += [_fmt(r.get(f"vs_{ref}"), r.get(f"vs_{ref}_ci95", np.nan), sign=True)
-                  if r["method"] != ref else "·" for ref in references]
+        where = [r["method"], f"{r['fraction']:g}", r["protocol"].replace("_", " ")]
+        cells = where + [str(r["seeds"]), _fmt(r["accuracy"], r["ci95"])]
+        if "test_loss" in r:
+            cells.append(f"{r['test_loss']:.4f}" if np.isfinite(r["test_loss"]) else "–")
+        for ref in refs:
+            mean, half = r[f"vs_{ref}"], r.get(f"vs_{ref}_ci95", np.nan)
+            text = _fmt(mean, half, sign=True) if r["method"] != ref else "·"
+            cells.append(f"**{text}**" if r["method"] != ref and resolved(mean, half) else text)
         cells.append(f"{r['train_seconds']:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        if r["method"] != "full":
+            mdd.append("| " + " | ".join(where + [
+                "·" if r["method"] == ref else _fmt(r.get(f"vs_{ref}_mdd", np.nan), np.nan)
+                for ref in refs]) + " |")
+    seeds = int(table["seeds"].max()) if len(table) else 0
+    note = (f"Minimum detectable difference (points) of each comparison with {seeds} paired seeds: the true "
+            f"difference a 95 % test finds 4 times in 5, given the spread of the paired differences seen here.")
+    return "\n".join(lines) + ("\n\n" + note + "\n\n" + "\n".join(mdd) if len(mdd) > 2 else "")
 
 
 ROW_FIELDS = ("method", "fraction", "protocol", "seed", "accuracy", "n_train", "score_seconds", "train_seconds")
@@ -117,11 +143,14 @@ def claims(table: pd.DataFrame) -> dict:
         row = table[(table["method"] == method) & (table["fraction"] == fraction) & (table["protocol"] == protocol)]
         diff = float(row[f"vs_{ref}"].iloc[0]) if len(row) else float("nan")
         half = float(row[f"vs_{ref}_ci95"].iloc[0]) if len(row) else float("nan")
+        mdd = float(row[f"vs_{ref}_mdd"].iloc[0]) if len(row) else float("nan")
         measured = np.isfinite(diff)
         out[name] = {"difference_points": 100 * diff if measured else None,
                      "ci95_points": 100 * half if np.isfinite(half) else None, "paper_points": paper,
+                     "mdd_points": 100 * mdd if np.isfinite(mdd) else None,
                      "holds": bool(diff > 0) if measured else None,
-                     "significant": bool(diff - half > 0) if measured and np.isfinite(half) else None}
+                     "significant": bool(diff - half > 0) if measured and np.isfinite(half) else None,
+                     "resolved": resolved(diff, half) if measured and np.isfinite(half) else None}
     return out
 
 
@@ -129,13 +158,15 @@ PAPER_COST = {"training_cost_reduction_top50": 0.43, "judge_to_ost_total_time": 
 
 
 def _claims_markdown(claims: dict) -> str:
-    lines = ["| the paper's claim | paper | here, points ± 95 % CI | sign holds | CI excludes 0 |", "|---|---|---|---|---|"]
+    lines = ["| the paper's claim | paper | here, points ± 95 % CI | MDD | sign holds | resolved (CI excludes 0) |",
+             "|---|---|---|---|---|---|"]
     yes_no = {True: "yes", False: "**no**", None: "–"}
     for name, c in claims.items():
         here = "not run" if c["difference_points"] is None else _fmt(c["difference_points"] / 100,
                                                                       (c["ci95_points"] or np.nan) / 100, sign=True)
-        lines.append(f"| {name.replace('_', ' ')} | +{c['paper_points']:g} | {here} | {yes_no[c['holds']]} | "
-                     f"{yes_no[c['significant']]} |")
+        mdd = "–" if c.get("mdd_points") is None else f"{c['mdd_points']:.1f}"
+        lines.append(f"| {name.replace('_', ' ')} | +{c['paper_points']:g} | {here} | {mdd} | {yes_no[c['holds']]} | "
+                     f"{yes_no[c.get('resolved', c['significant'])]} |")
     return "\n".join(lines)
 
 

@@ -84,10 +84,14 @@ def pretrain_vision(model, processor, n_images=6000, epochs=2, batch_size=64, lr
     return history
 
 
-def base_dir(preset, **recipe) -> Path:
+def base_dir(preset, threads=None, **recipe) -> Path:
+    """Where a base is cached; one built with other than its BUILD_THREADS count (a robustness check:
+    `ost.credibility`) gets a folder of its own, so it never replaces the base the tables use."""
     spec = models.PRESETS[preset] if isinstance(preset, str) else preset
     name = preset if isinstance(preset, str) else "custom"
-    return paths.DATA / "base" / f"{name}-{_key([spec, {**BASE_RECIPE, **recipe}, TOKENIZER_CORPUS])}"
+    own = threads is not None and threads != BUILD_THREADS.get(name)
+    suffix = f"-{threads}threads" if own else ""
+    return paths.DATA / "base" / f"{name}-{_key([spec, {**BASE_RECIPE, **recipe}, TOKENIZER_CORPUS])}{suffix}"
 
 
 def _pretrain(preset, tok, proc, r, progress):
@@ -100,30 +104,33 @@ def _pretrain(preset, tok, proc, r, progress):
     return model, log, vision_log
 
 
-def is_built(preset, **recipe) -> bool:
+def is_built(preset, threads=None, **recipe) -> bool:
     """Whether the base is cached: `base.json` is written last, so a build cut short does not count."""
-    return (base_dir(preset, **recipe) / "base.json").exists()
+    return (base_dir(preset, threads, **recipe) / "base.json").exists()
 
 
-def load_base(preset: str = "proxy", progress: bool = True, **recipe):
-    """(model, tokenizer, processor) of the pretrained base of a preset; trains and caches it once."""
+def load_base(preset: str = "proxy", progress: bool = True, threads=None, **recipe):
+    """(model, tokenizer, processor) of the pretrained base of a preset; trains and caches it once, with
+    the preset's BUILD_THREADS count unless `threads` says otherwise."""
     unknown = set(recipe) - set(BASE_RECIPE)
     if unknown:
         raise TypeError(f"unknown base recipe key(s) {sorted(unknown)}; known: {sorted(BASE_RECIPE)}")
     r = {**BASE_RECIPE, **recipe}
-    folder = base_dir(preset, **recipe)
-    if is_built(preset, **recipe):
+    folder = base_dir(preset, threads, **recipe)
+    if is_built(preset, threads, **recipe):
         return models.load(folder)
     tok, proc = tokenizer(), models.image_processor()
     caller_threads = torch.get_num_threads()
-    if isinstance(preset, str) and preset in BUILD_THREADS:
-        torch.set_num_threads(BUILD_THREADS[preset])
+    threads = threads or (BUILD_THREADS.get(preset) if isinstance(preset, str) else None)
+    if threads:
+        torch.set_num_threads(threads)
     try:
         model, log, vision_log = _pretrain(preset, tok, proc, r, progress)
     finally:
         torch.set_num_threads(caller_threads)
     models.save(folder, model, tok, proc)
-    (folder / "base.json").write_text(json.dumps({"preset": preset, "recipe": r, "vision_loss": vision_log[-20:],
+    (folder / "base.json").write_text(json.dumps({"preset": preset, "recipe": r, "threads": threads,
+                                              "vision_loss": vision_log[-20:],
                                               **{k: v for k, v in log.items() if k != "adam_state"}}, indent=1))
     return models.load(folder)
 

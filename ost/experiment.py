@@ -29,15 +29,32 @@ def split_name(column: str) -> tuple:
     return method, float(fraction) if fraction else 1.0
 
 
-def plan(member, protocols, seeds) -> list:
-    """(column, protocol, seed) for every run: Full once per seed (it is its own fixed compute)."""
-    unknown = set(protocols) - set(PROTOCOLS)
+def resolve(columns, wanted) -> list:
+    """The subsets.parquet columns meant by `wanted`: each a column name, or a method with exactly one
+    column (`"oracle-clean"` → `"oracle-clean@0.62"`, whose fraction depends on the pool)."""
+    columns, out = list(columns), []
+    for name in wanted:
+        if name in columns:
+            out.append(name)
+            continue
+        matches = [c for c in columns if split_name(c)[0] == name]
+        if len(matches) != 1:
+            raise ValueError(f"subset {name!r} names {len(matches)} columns of subsets.parquet "
+                             f"({matches or columns}); give one of them")
+        out.append(matches[0])
+    return out
+
+
+def plan(grid: dict, seeds) -> list:
+    """(column, protocol, seed) for every run of `grid` ({protocol: [columns]}), seed by seed: Full-SFT
+    first, once per seed (it is its own fixed compute), then each protocol's columns in order."""
+    unknown = set(grid) - set(PROTOCOLS)
     if unknown:
         raise ValueError(f"unknown protocol(s) {sorted(unknown)}; known: {PROTOCOLS}")
     runs = []
     for seed in seeds:
         runs.append(("full", "same_epochs", seed))
-        runs += [(c, p, seed) for c in member.columns for p in protocols]
+        runs += [(c, p, seed) for p in PROTOCOLS for c in grid.get(p, ())]
     return runs
 
 
@@ -67,11 +84,13 @@ def _run_one(pool_ds, test_ds, chosen, *, column, protocol, seed, target, epochs
             "toxic_share": float(np.isin(subset["noise"], pool.TOXIC).mean()), "settings": settings}
 
 
-def train_subsets(dd, member, out, *, target="target", protocols=PROTOCOLS, seeds=(0,), epochs=6.0,
-                  lr=2e-3, batch_size=32, workers=1, progress=True) -> list:
-    """Fine-tune `target` on each column of `member` (booleans over pool ids) and on the full pool,
-    evaluate on the clean test split, and return one row per run in plan order (each also appended to
-    `out`, the JSON-lines progress log, as it finishes; `write_runs` saves the returned rows).
+def train_subsets(dd, member, out, *, grid, target="target", seeds=(0,), epochs=6.0, lr=1e-3, batch_size=32,
+                  workers=1, progress=True) -> list:
+    """Fine-tune `target` on the full pool and on each column of `member` (booleans over pool ids) that
+    `grid` ({protocol: [columns]}) names for a protocol, evaluate on the clean test split, and return one
+    row per run in plan order (each also appended to `out`, the JSON-lines progress log, as it finishes;
+    `write_runs` saves the returned rows). A seed gives every method of the table the same shuffling
+    stream, so differences are paired.
 
     `workers` > 1 trains that many runs at once in separate processes of one thread each: a model this
     small keeps one core busy but gains little from a second thread, so on a 2-core machine two runs at
@@ -82,7 +101,10 @@ def train_subsets(dd, member, out, *, target="target", protocols=PROTOCOLS, seed
     ids = list(dd["pool"]["id"])
     if member.index.tolist() != ids:
         raise ValueError("subset table does not list the pool's ids in order (rerun notebook 03)")
-    chosen = {c: np.flatnonzero(member[c].to_numpy()).tolist() for c in member.columns}
+    missing = sorted({c for cols in grid.values() for c in cols} - set(member.columns))
+    if missing:
+        raise ValueError(f"no subset column(s) {missing} (subsets.parquet has {list(member.columns)})")
+    chosen = {c: np.flatnonzero(member[c].to_numpy()).tolist() for cols in grid.values() for c in cols}
     chosen["full"] = list(range(len(ids)))
     sha = {c: subset_sha([ids[i] for i in rows]) for c, rows in chosen.items()}
     done = {}
@@ -92,7 +114,7 @@ def train_subsets(dd, member, out, *, target="target", protocols=PROTOCOLS, seed
             if row["settings"] == settings and row.get("subset_sha") == sha.get(row["subset"]):
                 done[_key(row)] = row
     full_steps = math.ceil(math.ceil(len(ids) / batch_size) * epochs)     # as Trainer counts a Full run
-    todo = [key for key in plan(member, protocols, seeds) if key not in done]
+    todo = [key for key in plan(grid, seeds) if key not in done]
     # the longest runs first, so two workers finish together
     todo.sort(key=lambda k: -(1.0 if k[1] == "fixed_compute" else split_name(k[0])[1]))
     common = dict(target=target, epochs=epochs, lr=lr, batch_size=batch_size, full_steps=full_steps,
@@ -110,7 +132,7 @@ def train_subsets(dd, member, out, *, target="target", protocols=PROTOCOLS, seed
         with out.open("a") as f:
             f.write(json.dumps(row) + "\n")
         done[_key(row)] = row
-    return [done[key] for key in plan(member, protocols, seeds)]
+    return [done[key] for key in plan(grid, seeds)]
 
 
 def write_runs(rows, path) -> Path:

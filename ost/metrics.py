@@ -34,3 +34,15 @@ def mean_ci(values, level: float = 0.95) -> tuple:
         return float(x.mean()) if len(x) else math.nan, math.nan
     half = stats.t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x))
     return float(x.mean()), float(half)
+
+
+def detectable_difference(differences, level: float = 0.95, power: float = 0.8) -> float:
+    """Minimum detectable difference of a paired comparison: the smallest true mean difference that a
+    two-sided t-test at `level` over this many paired seeds finds with probability `power`, given the
+    spread of the observed differences ((t_level + t_power) · sd / √n). NaN below two pairs."""
+    x = np.asarray(differences, dtype=float)
+    if len(x) < 2:
+        return math.nan
+    n = len(x)
+    t = stats.t.ppf(0.5 + level / 2, n - 1) + stats.t.ppf(power, n - 1)
+    return float(t * x.std(ddof=1) / math.sqrt(n))

@@ -33,9 +33,24 @@ def test_paper_table_and_markdown():
     assert row["seeds"] == 3 and math.isclose(row["accuracy"], 0.71)
     mean, half = metrics.mean_ci([0.10, 0.07, 0.10])
     assert math.isclose(row["vs_full"], mean) and math.isclose(row["vs_full_ci95"], half)
-    assert half > 0 and np.isnan(row["vs_loss"])
+    assert half > 0 and np.isnan(row["vs_random"])                 # random did not run
+    assert math.isclose(row["vs_full_mdd"], metrics.detectable_difference([0.10, 0.07, 0.10]))
     text = analysis.markdown(table)
-    assert "| ost | 0.2 | fixed compute | 3 | 71.0 ± " in text and "+9.0 ±" in text
+    assert "| ost | 0.2 | fixed compute | 3 | 71.0 ± " in text
+    assert f"**+9.0 ± {100 * half:.1f}**" in text                    # resolved: its interval excludes zero
+    judge = table[table["method"] == "judge"].iloc[0]               # 62/60/64 vs 60/64/62: not resolved
+    assert not analysis.resolved(judge["vs_full"], judge["vs_full_ci95"])
+    assert f"| +0.0 ± {100 * judge['vs_full_ci95']:.1f} |" in text
+    assert "MDD vs full" in text and "with 3 paired seeds" in text
+
+
+def test_detectable_difference_follows_the_spread_and_the_seeds():
+    d = metrics.detectable_difference
+    assert math.isnan(d([0.1])) and d([0.05, 0.05, 0.05]) < 1e-12
+    assert math.isclose(d([0.0, 0.02, 0.04]), 2 * d([0.0, 0.01, 0.02]))   # scales with the spread
+    assert d([0.0, 0.02] * 5) < d([0.0, 0.02, 0.0])                       # more seeds: smaller MDD
+    # (t_.975 + t_.8) · sd / √n with n = 3: 4.303 + 1.061 = 5.364
+    assert math.isclose(d([0.0, 0.01, 0.02]), 5.364 * 0.01 / math.sqrt(3), rel_tol=1e-3)
 
 
 def test_toxic_auroc_per_kind():
@@ -47,13 +62,20 @@ def test_toxic_auroc_per_kind():
 
 
 def test_experiment_plan_and_names():
-    member = pd.DataFrame({"ost@0.2": [True, False], "random@0.5": [True, True]}, index=["a", "b"])
-    plan = experiment.plan(member, ["same_epochs"], [0, 1])
-    assert plan[0] == ("full", "same_epochs", 0) and len(plan) == 6
+    grid = {"fixed_compute": ["ost@0.2"], "same_epochs": ["ost@0.2", "random@0.5"]}
+    plan = experiment.plan(grid, [0, 1])
+    assert plan[:4] == [("full", "same_epochs", 0), ("ost@0.2", "same_epochs", 0), ("random@0.5", "same_epochs", 0),
+                        ("ost@0.2", "fixed_compute", 0)] and len(plan) == 8
     assert experiment.split_name("ost-cover@0.2") == ("ost-cover", 0.2)
     assert experiment.split_name("full") == ("full", 1.0)
     with pytest.raises(ValueError, match="protocol"):
-        experiment.plan(member, ["same_steps"], [0])
+        experiment.plan({"same_steps": ["ost@0.2"]}, [0])
+    columns = ["ost@0.2", "ost@0.5", "oracle-clean@0.62"]
+    assert experiment.resolve(columns, ["oracle-clean", "ost@0.5"]) == ["oracle-clean@0.62", "ost@0.5"]
+    with pytest.raises(ValueError, match="'ost' names 2 columns"):
+        experiment.resolve(columns, ["ost"])
+    with pytest.raises(ValueError, match="'judge@0.2' names 0 columns"):
+        experiment.resolve(columns, ["judge@0.2"])
 
 
 def test_summary_rows_and_readme_block(tmp_path):

@@ -22,12 +22,12 @@ def _strip(rows):
 
 def test_workers_give_the_serial_rows_and_resume(setup):
     root, target, dd, member = setup
-    kw = dict(target=target, protocols=["same_epochs", "fixed_compute"], seeds=[0, 1], epochs=2.0, lr=1e-2,
+    kw = dict(target=target, grid={"same_epochs": ["a@0.5"], "fixed_compute": ["a@0.5"]}, seeds=[0, 1], epochs=2.0, lr=1e-2,
               batch_size=8, progress=False)
     torch.set_num_threads(1)          # workers run one thread each; match it so floats agree exactly
     serial = experiment.train_subsets(dd, member, root / "serial.jsonl", workers=1, **kw)
     parallel = experiment.train_subsets(dd, member, root / "parallel.jsonl", workers=2, **kw)
-    planned = experiment.plan(member, kw["protocols"], kw["seeds"])
+    planned = experiment.plan(kw["grid"], kw["seeds"])
     assert [(r["subset"], r["protocol"], r["seed"]) for r in parallel] == planned     # plan order
     assert _strip(parallel) == _strip(serial)
     assert {r["steps"] for r in parallel if r["protocol"] == "fixed_compute"} == {8}  # Full: 4 steps × 2 epochs
@@ -42,7 +42,7 @@ def test_workers_give_the_serial_rows_and_resume(setup):
 def test_a_logged_run_is_reused_only_for_the_same_ids(setup):
     """Same subset name, other members (notebook 03 rerun with other scores): retrained, not reused."""
     root, target, dd, member = setup
-    kw = dict(target=target, protocols=["same_epochs"], seeds=[0], epochs=1.0, lr=1e-2, batch_size=8,
+    kw = dict(target=target, grid={"same_epochs": ["a@0.5"]}, seeds=[0], epochs=1.0, lr=1e-2, batch_size=8,
               progress=False, workers=1)
     log = root / "changed.jsonl"
     first = experiment.train_subsets(dd, member, log, **kw)

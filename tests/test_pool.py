@@ -134,8 +134,8 @@ def test_extract_final():
 
 
 def test_clean_part_drops_toxic_keeps_duplicates():
-    from ost import credibility
+    from ost import regime
     ds = data.to_dataset(pool.make_pool_records(n_groups=80, copies=3, seed=2))
-    kept = credibility.clean_part(ds)
+    kept = regime.clean_part(ds)
     assert set(kept["noise"]) == {"clean", "duplicate"}
     assert len(kept) == sum(k not in pool.TOXIC for k in ds["noise"])
