@@ -98,7 +98,8 @@ def markdown(table: pd.DataFrame, references=REFERENCES) -> str:
     return "\n".join(lines) + ("\n\n" + note + "\n\n" + "\n".join(mdd) if len(mdd) > 2 else "")
 
 
-ROW_FIELDS = ("method", "fraction", "protocol", "seed", "accuracy", "n_train", "score_seconds", "train_seconds")
+ROW_FIELDS = ("method", "fraction", "protocol", "seed", "accuracy", "test_loss", "n_train", "score_seconds",
+              "train_seconds")
 
 
 def summary_rows(runs: pd.DataFrame, score_seconds: dict) -> list:
@@ -107,8 +108,9 @@ def summary_rows(runs: pd.DataFrame, score_seconds: dict) -> list:
     if unknown:
         raise KeyError(f"no scoring cost for method(s) {unknown}")
     out = runs.assign(score_seconds=runs["method"].map(lambda m: float(score_seconds.get(m, 0.0))))
+    fields = [f for f in ROW_FIELDS if f in out]          # test_loss: runs logged before it was kept lack it
     return [{k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
-            for row in out[list(ROW_FIELDS)].to_dict("records")]
+            for row in out[fields].to_dict("records")]
 
 
 def cost_ratios(runs: pd.DataFrame, score_seconds: dict) -> dict:

@@ -84,7 +84,9 @@ def test_summary_rows_and_readme_block(tmp_path):
     with pytest.raises(KeyError, match="judge"):
         analysis.summary_rows(runs, {"ost": 5.0})
     rows = analysis.summary_rows(runs, {"ost": 5.0, "judge": 50.0})
-    assert set(rows[0]) == set(analysis.ROW_FIELDS) and len(rows) == len(runs)
+    assert set(rows[0]) == set(analysis.ROW_FIELDS) - {"test_loss"} and len(rows) == len(runs)
+    with_loss = analysis.summary_rows(runs.assign(test_loss=0.05), {"ost": 5.0, "judge": 50.0})
+    assert set(with_loss[0]) == set(analysis.ROW_FIELDS)
     assert {r["method"]: r["score_seconds"] for r in rows} == {"full": 0.0, "ost": 5.0, "judge": 50.0}
     (tmp_path / "summary.json").write_text(json.dumps({"rows": rows}))
     readme = tmp_path / "README.md"
