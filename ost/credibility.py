@@ -23,6 +23,8 @@ from . import base, data, experiment, paths, runs
 from .metrics import mean_ci
 
 GOALS = dict(full_ci95=0.03, noise_gap=0.08, reproduce_seconds=3600)
+# besides Full-SFT, (c) retrains this cell on the rebuilt base: does a paired difference survive what moves a mean?
+PAIRED_CELL = ("ost@0.5", "same_epochs")
 SFT_KEYS = dict(sft_epochs=6, sft_lr=1e-3, batch_size=32, seeds=[0, 1, 2], workers=2, target="target")
 
 
@@ -38,24 +40,42 @@ def from_runs(sft: pd.DataFrame) -> dict:
             "b_noise_gap": bool(len(gaps) == len(full) and len(gaps) and gaps.min() >= GOALS["noise_gap"])}
 
 
-def rebuilt_base(config: dict, reference: dict, threads: int = 2, progress: bool = True) -> dict:
+def _paired(rows, cell):
+    acc = {(r["subset"], r["protocol"], r["seed"]): r["accuracy"] for r in rows}
+    seeds = sorted({r["seed"] for r in rows})
+    return [acc[(cell[0], cell[1], s)] - acc[("full", "same_epochs", s)] for s in seeds
+            if (cell[0], cell[1], s) in acc and ("full", "same_epochs", s) in acc]
+
+
+def rebuilt_base(config: dict, reference: dict, sft=None, threads: int = 2, progress: bool = True) -> dict:
     """(c): Full-SFT per seed from a target base built with `threads` threads, against `reference`
-    (`from_runs` of the one-thread base's runs)."""
+    (`from_runs` of the one-thread base's runs); and, where `sft` (the run table) has PAIRED_CELL, that
+    cell's paired difference against Full-SFT on both bases."""
     cfg = {**SFT_KEYS, **{k: v for k, v in config.items() if k in SFT_KEYS}}
     dd = data.load_pool(data.make_pool(**{k: v for k, v in config.items() if k in data.POOL_DEFAULTS}))
     base.load_base(cfg["target"], progress=progress, threads=threads)
     folder = base.base_dir(cfg["target"], threads)
     member = pd.DataFrame(index=pd.Index(dd["pool"]["id"], name="id"))
+    grid = {}
+    if sft is not None and ((sft["subset"] == PAIRED_CELL[0]) & (sft["protocol"] == PAIRED_CELL[1])).any():
+        subsets = pd.read_parquet(runs.need(config.get("run", "main"), "subsets.parquet"))
+        member, grid = subsets[[PAIRED_CELL[0]]], {PAIRED_CELL[1]: [PAIRED_CELL[0]]}
     log = paths.DATA / "runs" / config.get("run", "main") / f"credibility_{threads}threads.jsonl"
     log.parent.mkdir(parents=True, exist_ok=True)
-    rows = experiment.train_subsets(dd, member, log, grid={}, target=str(folder), seeds=cfg["seeds"],
+    rows = experiment.train_subsets(dd, member, log, grid=grid, target=str(folder), seeds=cfg["seeds"],
                                     epochs=float(cfg["sft_epochs"]), lr=float(cfg["sft_lr"]),
                                     batch_size=cfg["batch_size"], workers=cfg["workers"], progress=progress)
-    acc = [r["accuracy"] for r in rows]
+    acc = [r["accuracy"] for r in rows if r["subset"] == "full"]
     mean, half = mean_ci(acc)
     moved = mean - reference["full_mean"]
-    return {"threads": threads, "base": folder.name, "full_per_seed": acc, "full_mean": mean, "full_ci95": half,
-            "moved": moved, "c_base_threads": bool(abs(moved) < reference["full_ci95"])}
+    out = {"threads": threads, "base": folder.name, "full_per_seed": acc, "full_mean": mean, "full_ci95": half,
+           "moved": moved, "c_base_threads": bool(abs(moved) < reference["full_ci95"])}
+    if grid:
+        name = f"{PAIRED_CELL[0]} {PAIRED_CELL[1].replace('_', ' ')}"
+        one = _paired(sft.to_dict("records"), PAIRED_CELL)
+        out["paired"] = {"cell": name, "one_thread": [*mean_ci(one), one],
+                         f"{threads}_threads": [*mean_ci(_paired(rows, PAIRED_CELL)), _paired(rows, PAIRED_CELL)]}
+    return out
 
 
 def report(run: str, config: dict, rebuild: bool = True, progress: bool = True) -> dict:
@@ -63,7 +83,7 @@ def report(run: str, config: dict, rebuild: bool = True, progress: bool = True) 
     checks = from_runs(sft)
     out = {"goals": GOALS, "seeds": sorted(int(s) for s in sft["seed"].unique()), **checks}
     if rebuild:
-        out["base_threads"] = rebuilt_base(config, checks, progress=progress)
+        out["base_threads"] = rebuilt_base(config, checks, sft, progress=progress)
     timing = runs.results_dir(run) / "reproduce.json"
     if timing.exists():
         seconds = json.loads(timing.read_text())["wall_seconds"]
@@ -85,8 +105,14 @@ def markdown(rep: dict) -> str:
     if "base_threads" in rep:
         c = rep["base_threads"]
         lines.append(f"| (c) target base built with {c['threads']} threads instead of 1 | moves Full-SFT's mean by "
-                     f"< its CI | {100 * c['full_mean']:.1f} ± {100 * c['full_ci95']:.1f} % ({c['moved'] * 100:+.1f} "
-                     f"points) | {yes[c['c_base_threads']]} |")
+                     f"< its CI ({100 * rep['full_ci95']:.1f}) | {100 * c['full_mean']:.1f} ± {100 * c['full_ci95']:.1f} % "
+                     f"(seeds: {pct(c['full_per_seed'])}): {c['moved'] * 100:+.1f} points | {yes[c['c_base_threads']]} |")
+        if "paired" in c:
+            p = c["paired"]
+            (m1, h1, _), (m2, h2, _) = p["one_thread"], p[f"{c['threads']}_threads"]
+            lines.append(f"| (c′) the same for a paired difference: {p['cell']} − Full-SFT | – | "
+                         f"{100 * m1:+.1f} ± {100 * h1:.1f} points on the 1-thread base, {100 * m2:+.1f} ± "
+                         f"{100 * h2:.1f} on the {c['threads']}-thread one | – |")
     if "reproduce_seconds" in rep:
         lines.append(f"| (d) `make reproduce`, clean clone | ≤ {GOALS['reproduce_seconds'] // 60} min | "
                      f"{rep['reproduce_seconds'] / 60:.0f} min | {yes[rep['d_reproduce_seconds']]} |")
