@@ -16,7 +16,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 BASES := proxy target
 NOTEBOOKS := $(notdir $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb)))
 
-.PHONY: help venv test reproduce readme regime credibility bench lab clean-quick
+.PHONY: help venv test reproduce readme regime warmup-curve credibility bench lab clean-quick
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -59,6 +59,9 @@ readme: venv ## render the README's tables from results/main/summary.json, regim
 
 regime: venv ## learning curves of the target: full pool and clean part, 3 lrs x 3 seeds, 8 epochs (~40 min) -> results/$(RUN)/regime.json
 	$(PY) -m ost.regime --config configs/$(RUN).yaml --out results/$(RUN)/regime.json
+
+warmup-curve: venv ## proxy competence vs warm-up length: val exact match, toxic AUROC of OST and the loss filter (~10 min) -> results/$(RUN)/warmup_curve.json
+	$(PY) -m ost.warmup_curve --config configs/$(RUN).yaml --out results/$(RUN)/warmup_curve.json
 
 credibility: venv ## after reproduce: can the table decide? seed CI, noise gap, a 2-thread base (~12 min), run time -> results/$(RUN)/credibility.json
 	$(PY) -m ost.credibility --config configs/$(RUN).yaml --run $(RUN)

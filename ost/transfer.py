@@ -27,14 +27,19 @@ def warm(dd, model_name, warm_ids, *, epochs, lr, batch_size=32, seed=0, progres
 
 
 def utilities(model, tok, proc, samples, validation, *, lr, optimizer="adam", adam_state=None,
-              method="first_order", batch_size=32) -> pd.Series:
-    """One-step utility of each sample (index = id), the step moving what SFT trains."""
+              method="first_order", batch_size=32, with_loss=False):
+    """One-step utility of each sample (index = id), the step moving what SFT trains; with `with_loss`, a
+    frame of `utility` and the sample's own answer `loss` at θ (free: the forward pass runs anyway)."""
     col = collate.Collator(tok, proc)
     with train.frozen_vision(model):
-        u = utility.one_step_utility(model, collate.batches(samples, col, batch_size),
-                                     collate.batches(validation, col, batch_size), collate.per_sample_loss,
-                                     lr=lr, method=method, optimizer=optimizer, adam_state=adam_state)
-    return pd.Series(u.numpy(), index=list(samples["id"]), name="utility")
+        u, loss = utility.one_step_utility(model, collate.batches(samples, col, batch_size),
+                                           collate.batches(validation, col, batch_size), collate.per_sample_loss,
+                                           lr=lr, method=method, optimizer=optimizer, adam_state=adam_state,
+                                           return_loss=True)
+    ids = list(samples["id"])
+    if with_loss:
+        return pd.DataFrame({"utility": u.numpy(), "loss": loss.numpy()}, index=ids)
+    return pd.Series(u.numpy(), index=ids, name="utility")
 
 
 def score_setting(dd, *, model, rows, lr, optimizer="adam", method="first_order", warm_up=None, adam_state=None,
