@@ -1,0 +1,146 @@
+"""Which one-step ranking finds the toxic samples? Step variants side by side on one warmed proxy.
+
+Every variant here is a function of the same per-sample gradients g_i (taken one sample at a time, the
+slow exact form), the validation gradient g_val and the warm-up's Adam state (D = √(v̂) + eps):
+
+* `sgd`:              ⟨g_val, g_i⟩                 first-order SGD step (the paper's plain utility)
+* `warm_adam`:        ⟨g_val / D, g_i⟩             first-order step of the warm-up's own Adam (the default)
+* `cosine`:           ⟨g_val, g_i⟩ / ‖g_val‖‖g_i‖  direction only, as LESS normalises
+* `warm_adam_unit`:   ⟨g_val / D, g_i / ‖g_i‖⟩     the default's preconditioning on a unit-length gradient
+* `fresh_adam_sign`:  ⟨g_val, sign(g_i)⟩           first order of a fresh Adam's first step (−lr·sign g_i)
+* `low_loss`:         −loss_i                     the loss filter, for reference
+
+A sample of `--n-exact` is also scored with the exact fresh-Adam step, to say how well the sign form
+stands for it, and the library's first-order warm Adam checks `warm_adam` (Spearman ≈ 1 expected).
+
+    python benchmarks/step_variants.py --config configs/main.yaml --fraction 1.0 --epochs 12 \
+        --out results/main/step_variants_competent.json
+"""
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from scipy.stats import spearmanr
+
+from ost import collate, data, metrics, pool, select, train, transfer, utility
+from ost.warmup_curve import warm_rows
+
+VARIANTS = ("sgd", "warm_adam", "cosine", "warm_adam_unit", "fresh_adam_sign", "low_loss")
+
+
+def preconditioner(model, params, adam_state):
+    """1 / D per trainable tensor, D = √(v/(1 − β2^(t+1))) + eps, from the warm-up's Adam state."""
+    states = utility._adam_states(model, params, adam_state)
+    out = []
+    for st in states:
+        t = st["step"] + 1
+        out.append(1.0 / ((st["v"] * st["betas"][1] / (1 - st["betas"][1] ** t)).sqrt() + st["eps"]))
+    return out
+
+
+def per_sample_scores(model, batches, gval, inv_d):
+    """Every variant's score of every sample, from one backward per sample."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    gval_n = float(torch.sqrt(sum((g.double() ** 2).sum() for g in gval)))
+    pre = [g * w for g, w in zip(gval, inv_d)]
+    cols = {v: [] for v in VARIANTS}
+    for batch in batches:
+        losses = collate.per_sample_loss(model, batch)
+        for b in range(losses.shape[0]):
+            g = utility._grads(losses[b], params, retain_graph=True)
+            dot = float(sum((a.double() * c).sum() for a, c in zip(gval, g)))
+            dot_pre = float(sum((a.double() * c).sum() for a, c in zip(pre, g)))
+            norm = float(torch.sqrt(sum((c.double() ** 2).sum() for c in g)))
+            cols["sgd"].append(dot)
+            cols["warm_adam"].append(dot_pre)
+            cols["cosine"].append(dot / (gval_n * norm) if norm > 0 else 0.0)
+            cols["warm_adam_unit"].append(dot_pre / norm if norm > 0 else 0.0)
+            cols["fresh_adam_sign"].append(float(sum((a.double() * c.sign()).sum() for a, c in zip(gval, g))))
+            cols["low_loss"].append(-float(losses[b].detach()))
+    return {v: np.array(x) for v, x in cols.items()}
+
+
+def report_of(u, noise, ids):
+    toxic = np.isin(noise, list(pool.TOXIC))
+    top = {f: set(select.top_fraction(pd.Series(u, index=ids), f)) for f in (0.2, 0.5)}
+    kinds = sorted(set(noise) & set(pool.TOXIC))
+    return {"auroc": metrics.toxic_auroc(u, noise),
+            "flagged": {k: float((u[noise == k] < 0).mean()) for k in ["clean", *kinds]},
+            "top20_noise": float(np.mean([t for i, t in zip(ids, toxic) if i in top[0.2]])),
+            "top50_noise": float(np.mean([t for i, t in zip(ids, toxic) if i in top[0.5]]))}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--fraction", type=float, default=0.2, help="warm-up share of the pool")
+    parser.add_argument("--epochs", type=float, default=3.0, help="warm-up epochs")
+    parser.add_argument("--lr", type=float, default=2e-3, help="warm-up lr")
+    parser.add_argument("--n-score", type=int, default=1000)
+    parser.add_argument("--n-exact", type=int, default=200)
+    parser.add_argument("--step-lr", type=float, default=1e-4, help="lr of the exact fresh-Adam check")
+    parser.add_argument("--pool-seed", type=int, default=None, help="another pool: the config's, with this seed")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    config = yaml.safe_load(args.config.read_text()) or {}
+    pool_cfg = {k: v for k, v in config.items() if k in data.POOL_DEFAULTS}
+    if args.pool_seed is not None:
+        pool_cfg["seed"] = args.pool_seed
+    dd = data.load_pool(data.make_pool(**pool_cfg))
+    torch.manual_seed(args.seed)
+    warm_ids = dd["pool"].select(warm_rows(len(dd["pool"]), args.fraction, args.seed))["id"]
+    model, tok, proc, log = transfer.warm(dd, "proxy", warm_ids, epochs=args.epochs, lr=args.lr, seed=args.seed)
+    val_acc = train.evaluate(model, tok, proc, dd["validation"])["accuracy"]
+    rows = transfer.sample_rows(len(dd["pool"]), args.n_score, args.seed)
+    scored = dd["pool"].select(rows)
+    col = collate.Collator(tok, proc)
+    val_b, batches = collate.batches(dd["validation"], col, 32), collate.batches(scored, col, 8)
+    out = {"settings": {**vars(args), "config": str(args.config), "out": str(args.out), "pool": pool_cfg},
+           "val_accuracy": val_acc, "warm_steps": log["steps"], "warm_seconds": log["train_seconds"]}
+    with train.frozen_vision(model):
+        model.eval()
+        params = [p for p in model.parameters() if p.requires_grad]
+        gval = utility.val_gradient(model, val_b, collate.per_sample_loss)
+        inv_d = preconditioner(model, params, log["adam_state"])
+        start = time.perf_counter()
+        with torch.enable_grad():
+            scores = per_sample_scores(model, batches, gval, inv_d)
+        out["per_sample_seconds_per_1000"] = (time.perf_counter() - start) / len(scored) * 1000
+        start = time.perf_counter()
+        lib = utility.one_step_utility(model, collate.batches(scored, col, 32), val_b, collate.per_sample_loss,
+                                       lr=1e-4, optimizer="adam", adam_state=log["adam_state"]).numpy()
+        out["library_first_order_seconds_per_1000"] = (time.perf_counter() - start) / len(scored) * 1000
+        out["spearman_warm_adam_vs_library"] = float(spearmanr(scores["warm_adam"], lib)[0])
+        few = scored.select(range(min(args.n_exact, len(scored))))
+        start = time.perf_counter()
+        exact = utility.one_step_utility(model, collate.batches(few, col, 32), val_b, collate.per_sample_loss,
+                                         lr=args.step_lr, method="exact", optimizer="adam").numpy()
+        out["exact_fresh_adam_seconds_per_1000"] = (time.perf_counter() - start) / len(few) * 1000
+    noise, ids = np.asarray(scored["noise"]), list(scored["id"])
+    n = len(few)
+    out["variants"] = {v: report_of(scores[v], noise, ids) for v in VARIANTS}
+    out["exact_fresh_adam"] = {"n": n, "auroc": metrics.toxic_auroc(exact, noise[:n]),
+                               "spearman": {v: float(spearmanr(exact, scores[v][:n])[0]) for v in VARIANTS}}
+    out["spearman"] = {f"{a}~{b}": float(spearmanr(scores[a], scores[b])[0])
+                       for i, a in enumerate(VARIANTS) for b in VARIANTS[i + 1:]}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=1))
+    print(f"proxy val EM {val_acc:.3f}; per-sample loop {out['per_sample_seconds_per_1000']:.0f} s/1000")
+    kinds = sorted(set(noise) & set(pool.TOXIC))
+    print("variant | all | " + " | ".join(kinds) + " | top20 noise")
+    for v in VARIANTS:
+        a = out["variants"][v]["auroc"]
+        print(v, f"{a['all']:.2f}", *[f"{a.get(k, float('nan')):.2f}" for k in kinds],
+              f"{out['variants'][v]['top20_noise']:.2f}")
+    print("exact fresh adam", {k: round(v, 2) for k, v in out["exact_fresh_adam"]["auroc"].items()},
+          {k: round(v, 2) for k, v in out["exact_fresh_adam"]["spearman"].items()})
+
+
+if __name__ == "__main__":
+    main()
