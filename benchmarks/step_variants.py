@@ -28,7 +28,6 @@ import yaml
 from scipy.stats import spearmanr
 
 from ost import collate, data, metrics, pool, select, train, transfer, utility
-from ost.warmup_curve import warm_rows
 
 VARIANTS = ("sgd", "warm_adam", "cosine", "warm_adam_unit", "fresh_adam_sign", "low_loss")
 
@@ -94,7 +93,7 @@ def main(argv=None):
         pool_cfg["seed"] = args.pool_seed
     dd = data.load_pool(data.make_pool(**pool_cfg))
     torch.manual_seed(args.seed)
-    warm_ids = dd["pool"].select(warm_rows(len(dd["pool"]), args.fraction, args.seed))["id"]
+    warm_ids = dd["pool"].select(transfer.warm_rows(len(dd["pool"]), args.fraction, args.seed))["id"]
     model, tok, proc, log = transfer.warm(dd, "proxy", warm_ids, epochs=args.epochs, lr=args.lr, seed=args.seed)
     val_acc = train.evaluate(model, tok, proc, dd["validation"])["accuracy"]
     rows = transfer.sample_rows(len(dd["pool"]), args.n_score, args.seed)

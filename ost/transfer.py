@@ -14,6 +14,11 @@ import torch
 from . import base, collate, models, runs, select, train, utility
 
 
+def warm_rows(n_pool: int, fraction: float, seed: int) -> list:
+    """The warm-up slice (notebook 01's): the first `fraction` of a seeded permutation of the pool, sorted."""
+    return sorted(np.random.default_rng(seed).permutation(n_pool)[:round(fraction * n_pool)].tolist())
+
+
 def warm(dd, model_name, warm_ids, *, epochs, lr, batch_size=32, seed=0, progress=False):
     """(model, tokenizer, processor, sft log) of `model_name` fine-tuned on the warm-up ids."""
     where = {i: n for n, i in enumerate(dd["pool"]["id"])}

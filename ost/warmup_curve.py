@@ -26,16 +26,11 @@ CURVE = dict(proxy="proxy", fractions=[0.2, 0.5, 1.0], epochs=[3.0, 6.0, 12.0], 
              n_score=1000, seed=0, workers=2)
 
 
-def warm_rows(n_pool: int, fraction: float, seed: int) -> list:
-    """The warm-up slice notebook 01 draws: the first `fraction` of a seeded permutation, sorted."""
-    return sorted(np.random.default_rng(seed).permutation(n_pool)[:round(fraction * n_pool)].tolist())
-
-
 def point(dd, score_rows, *, proxy, fraction, epochs, lr, step_lr, seed, threads=None) -> dict:
     """One warm-up length: warm, evaluate on validation, score `score_rows` of the pool."""
     if threads:
         torch.set_num_threads(threads)
-    rows = warm_rows(len(dd["pool"]), fraction, seed)
+    rows = transfer.warm_rows(len(dd["pool"]), fraction, seed)
     warm_ids = dd["pool"].select(rows)["id"]
     model, tok, proc, log = transfer.warm(dd, proxy, warm_ids, epochs=epochs, lr=lr, seed=seed)
     ev = train.evaluate(model, tok, proc, dd["validation"])
