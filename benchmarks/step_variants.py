@@ -1,7 +1,7 @@
 """Which one-step ranking finds the toxic samples? Step variants side by side on one warmed proxy.
 
 Every variant here is a function of the same per-sample gradients g_i (taken one sample at a time, the
-slow exact form), the validation gradient g_val and the warm-up's Adam state (D = √(v̂) + eps):
+slow exact form), the validation gradient g_val and the warm-up's Adam state (D = √(v̂) + eps, as `ost.utility` forms it):
 
 * `sgd`:              ⟨g_val, g_i⟩                 first-order SGD step (the paper's plain utility)
 * `warm_adam`:        ⟨g_val / D, g_i⟩             first-order step of the warm-up's own Adam (the default)
@@ -32,21 +32,12 @@ from ost import collate, data, metrics, pool, select, train, transfer, utility
 VARIANTS = ("sgd", "warm_adam", "cosine", "warm_adam_unit", "fresh_adam_sign", "low_loss")
 
 
-def preconditioner(model, params, adam_state):
-    """1 / D per trainable tensor, D = √(v/(1 − β2^(t+1))) + eps, from the warm-up's Adam state."""
-    states = utility._adam_states(model, params, adam_state)
-    out = []
-    for st in states:
-        t = st["step"] + 1
-        out.append(1.0 / ((st["v"] * st["betas"][1] / (1 - st["betas"][1] ** t)).sqrt() + st["eps"]))
-    return out
-
-
-def per_sample_scores(model, batches, gval, inv_d):
-    """Every variant's score of every sample, from one backward per sample."""
+def per_sample_scores(model, batches, gval, adam_state):
+    """Every variant's score of every sample, from one backward per sample. The warm-Adam direction is the
+    library's own (`utility._direction`: g_val / D up to a factor every tensor shares after one warm-up)."""
     params = [p for p in model.parameters() if p.requires_grad]
     gval_n = float(torch.sqrt(sum((g.double() ** 2).sum() for g in gval)))
-    pre = [g * w for g, w in zip(gval, inv_d)]
+    pre = utility._direction(gval, 1.0, utility._adam_states(model, params, adam_state))[0]
     cols = {v: [] for v in VARIANTS}
     for batch in batches:
         losses = collate.per_sample_loss(model, batch)
@@ -104,12 +95,10 @@ def main(argv=None):
            "val_accuracy": val_acc, "warm_steps": log["steps"], "warm_seconds": log["train_seconds"]}
     with train.frozen_vision(model):
         model.eval()
-        params = [p for p in model.parameters() if p.requires_grad]
         gval = utility.val_gradient(model, val_b, collate.per_sample_loss)
-        inv_d = preconditioner(model, params, log["adam_state"])
         start = time.perf_counter()
         with torch.enable_grad():
-            scores = per_sample_scores(model, batches, gval, inv_d)
+            scores = per_sample_scores(model, batches, gval, log["adam_state"])
         out["per_sample_seconds_per_1000"] = (time.perf_counter() - start) / len(scored) * 1000
         start = time.perf_counter()
         lib = utility.one_step_utility(model, collate.batches(scored, col, 32), val_b, collate.per_sample_loss,

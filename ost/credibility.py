@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from . import base, data, experiment, paths, runs
+from . import analysis, base, data, experiment, paths, runs
 from .metrics import mean_ci
 
 GOALS = dict(full_ci95=0.03, noise_gap=0.08, reproduce_seconds=3600)
@@ -33,18 +33,17 @@ def from_runs(sft: pd.DataFrame) -> dict:
     full = sft[sft["method"] == "full"].set_index("seed")["accuracy"].sort_index()
     clean = sft[(sft["method"] == "oracle-clean") & (sft["protocol"] == "same_epochs")].set_index("seed")["accuracy"]
     mean, half = mean_ci(full.to_numpy())
-    gaps = (clean - full).dropna()
+    gaps = _paired(sft, "oracle-clean", "same_epochs")
     return {"full_per_seed": full.tolist(), "full_mean": mean, "full_ci95": half,
-            "clean_per_seed": clean.reindex(full.index).tolist(), "gap_per_seed": gaps.tolist(),
+            "clean_per_seed": clean.reindex(full.index).tolist(), "gap_per_seed": gaps,
             "a_full_ci95": bool(half <= GOALS["full_ci95"]),
-            "b_noise_gap": bool(len(gaps) == len(full) and len(gaps) and gaps.min() >= GOALS["noise_gap"])}
+            "b_noise_gap": bool(len(gaps) == len(full) and len(gaps) and min(gaps) >= GOALS["noise_gap"])}
 
 
-def _paired(rows, cell):
-    acc = {(r["subset"], r["protocol"], r["seed"]): r["accuracy"] for r in rows}
-    seeds = sorted({r["seed"] for r in rows})
-    return [acc[(cell[0], cell[1], s)] - acc[("full", "same_epochs", s)] for s in seeds
-            if (cell[0], cell[1], s) in acc and ("full", "same_epochs", s) in acc]
+def _paired(sft: pd.DataFrame, method: str, protocol: str) -> list:
+    """method − Full-SFT per seed, in seed order (`analysis.paired`, one cell)."""
+    d = analysis.paired(sft, "full")
+    return d[(d["method"] == method) & (d["protocol"] == protocol)].sort_values("seed")["diff"].tolist()
 
 
 def rebuilt_base(config: dict, reference: dict, sft=None, threads: int = 2, progress: bool = True) -> dict:
@@ -72,9 +71,10 @@ def rebuilt_base(config: dict, reference: dict, sft=None, threads: int = 2, prog
            "moved": moved, "c_base_threads": bool(abs(moved) < reference["full_ci95"])}
     if grid:
         name = f"{PAIRED_CELL[0]} {PAIRED_CELL[1].replace('_', ' ')}"
-        one = _paired(sft.to_dict("records"), PAIRED_CELL)
+        method = experiment.split_name(PAIRED_CELL[0])[0]
+        one, other = (_paired(t, method, PAIRED_CELL[1]) for t in (sft, pd.DataFrame(rows)))
         out["paired"] = {"cell": name, "one_thread": [*mean_ci(one), one],
-                         f"{threads}_threads": [*mean_ci(_paired(rows, PAIRED_CELL)), _paired(rows, PAIRED_CELL)]}
+                         f"{threads}_threads": [*mean_ci(other), other]}
     return out
 
 
