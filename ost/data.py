@@ -22,7 +22,7 @@ FEATURES = datasets.Features({
 })
 SPLITS = ("pool", "validation", "test")
 POOL_DEFAULTS = dict(n_groups=3000, copies=2, noise_rate=0.35, systematic_share=0.8, carry_share=0.8,
-                     duplicate_rate=0.05, n_val=200, n_test=400, seed=0)
+                     duplicate_rate=0.05, extra_kinds=(), n_val=200, n_test=400, seed=0)
 
 
 def extract_final(text: str) -> str:
@@ -56,6 +56,8 @@ def pool_params(**overrides) -> dict:
 
 def pool_dir(params: dict) -> Path:
     """data/pools/synth-<hash of the parameters>: a cache key, so each setting is built once."""
+    # extra_kinds joined the parameters later: keyed only when set, so existing pools keep their folders
+    params = {k: v for k, v in params.items() if not (k == "extra_kinds" and not v)}
     key = hashlib.sha256(json.dumps([pool.GENERATOR_VERSION, params], sort_keys=True).encode()).hexdigest()[:10]
     return paths.DATA / "pools" / f"synth-{key}"
 
@@ -64,7 +66,7 @@ def build_pool(**overrides) -> datasets.DatasetDict:
     """Generate the pool and its clean validation and test splits (seeded, in memory)."""
     p = pool_params(**overrides)
     gen = {k: p[k] for k in ("n_groups", "copies", "noise_rate", "systematic_share", "carry_share",
-                             "duplicate_rate", "seed")}
+                             "duplicate_rate", "extra_kinds", "seed")}
     return datasets.DatasetDict({
         "pool": to_dataset(pool.make_pool_records(**gen)),
         "validation": to_dataset(pool.make_clean_records("val", p["n_val"], seed=p["seed"])),

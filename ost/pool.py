@@ -6,6 +6,10 @@ item (family + digits) asked `copies` times with other handwriting and other phr
 - random (single samples): `wrong_answer`, `contradiction`, `wrong_image`, `garbled`, `truncated`,
   `boilerplate`;
 - `duplicate`: an exact copy of another pool sample (wasteful, not toxic).
+Two more random kinds stay out of the default pool, so a check can meet noise the step was never chosen
+on (`extra_kinds`): `neighbour_answer` (a fluent answer copied from another record of the same family,
+as a generator that joins records off by one writes it) and `operation_slip` (the rationale applies the
+wrong operation or order, consistently: 7 - 5 for a sum, 3 - 8 = -5 for a difference, a + for a product).
 Validation and test splits are clean, one sample per item, drawn from handwriting the pool never saw.
 """
 import numpy as np
@@ -16,8 +20,10 @@ from . import tasks
 GENERATOR_VERSION = 5   # part of every cache key: bump when the same parameters would give other samples
 SYSTEMATIC = ("carry_dropped", "digit_misread")
 RANDOM = ("wrong_answer", "contradiction", "wrong_image", "garbled", "truncated", "boilerplate")
-TOXIC = SYSTEMATIC + RANDOM
-NOISE_KINDS = ("clean", "duplicate") + TOXIC
+HELD_OUT = ("neighbour_answer", "operation_slip")
+TOXIC = SYSTEMATIC + RANDOM + HELD_OUT
+NOISE_KINDS = ("clean", "duplicate") + SYSTEMATIC + RANDOM     # the kinds of a default pool
+SLIP = {"sum": "-", "difference": "-", "product": "+", "total": "-"}
 BOILERPLATE = ("I'm sorry, but I can't help with that request.",
                "As an AI language model, I cannot see images. Please describe it in words.",
                "Great question! Math is a wonderful subject to explore.")
@@ -52,7 +58,27 @@ def _corrupt(s, kind, rng, other):
         s["answer"] = s["answer"][: int(rng.integers(8, s["answer"].index("Answer:")))].rstrip()
     elif kind == "boilerplate":     # off-task text
         s["answer"] = str(rng.choice(BOILERPLATE))
+    elif kind == "neighbour_answer":    # a right-looking answer to another item of the same family
+        s["answer"], s["final"] = other["answer"], other["final"]
+    elif kind == "operation_slip":
+        s["answer"], s["final"] = _slipped(s["task"], s["_digits"])
     s["noise"] = kind
+
+
+def _slipped(family, digits):
+    """(answer, final) with the wrong operation applied consistently; the reading stays right."""
+    if family == "difference":      # smaller minus larger: a sign slip
+        lo, hi = sorted(digits)
+        line, value = f"{lo} - {hi} = {lo - hi}", lo - hi
+    else:                           # the last step takes the slipped operator
+        acc, steps = digits[0], []
+        for k, d in enumerate(digits[1:]):
+            op = SLIP[family] if k == len(digits) - 2 else "+"
+            new = {"+": acc + d, "-": acc - d}[op]
+            steps.append(f"{acc} {op} {d} = {new}")
+            acc = new
+        line, value = ". ".join(steps), acc
+    return f"{tasks.reading(digits)} {line}. Answer: {value}", str(value)
 
 
 def _pick_groups(groups, bug, budget, rng, taken):
@@ -71,8 +97,14 @@ def _pick_groups(groups, bug, budget, rng, taken):
 
 def make_pool_records(n_groups=3000, copies=2, noise_rate=0.35, systematic_share=0.8,
                       carry_share=0.8, duplicate_rate=0.05, families=tuple(tasks.FAMILIES),
-                      seed=0) -> list:
-    """The pool as a list of sample dicts (ids assigned, order shuffled). Same seed, same pool."""
+                      extra_kinds=(), seed=0) -> list:
+    """The pool as a list of sample dicts (ids assigned, order shuffled). Same seed, same pool.
+
+    extra_kinds (from HELD_OUT) join the random kinds and share their budget."""
+    unknown = set(extra_kinds) - set(HELD_OUT)
+    if unknown:
+        raise ValueError(f"extra_kinds must come from {HELD_OUT}, not {sorted(unknown)}")
+    kinds = RANDOM + tuple(extra_kinds)
     rng = np.random.default_rng(seed)
     fams = [str(f) for f in rng.choice(list(families), size=n_groups)]
     groups = [(f, tasks.sample_digits(f, rng), copies) for f in fams]
@@ -89,9 +121,12 @@ def make_pool_records(n_groups=3000, copies=2, noise_rate=0.35, systematic_share
     n_random = max(0, round(n * noise_rate) - sum(r["noise"] != "clean" for r in records))
     picks = rng.permutation(clean)[:n_random]
     for k, i in enumerate(picks):
-        kind = RANDOM[k % len(RANDOM)]
+        kind = kinds[k % len(kinds)]
+        if kind == "operation_slip" and _slipped(records[i]["task"], records[i]["_digits"])[1] == records[i]["final"]:
+            kind = "wrong_answer"      # 5 - 5 = 0 either way: this item has no slip to make
         other = records[int(rng.integers(len(records)))]
-        while other["_digits"] == records[i]["_digits"]:
+        while other["_digits"] == records[i]["_digits"] or (
+                kind == "neighbour_answer" and (other["task"] != records[i]["task"] or other["noise"] != "clean")):
             other = records[int(rng.integers(len(records)))]
         _corrupt(records[i], kind, rng, other)
     clean = [i for i, r in enumerate(records) if r["noise"] == "clean"]

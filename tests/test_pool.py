@@ -139,3 +139,22 @@ def test_clean_part_drops_toxic_keeps_duplicates():
     kept = regime.clean_part(ds)
     assert set(kept["noise"]) == {"clean", "duplicate"}
     assert len(kept) == sum(k not in pool.TOXIC for k in ds["noise"])
+
+
+def test_held_out_kinds_only_when_asked_and_labelled_truthfully():
+    plain = pool.make_pool_records(n_groups=200, copies=3, seed=9)
+    extra = pool.make_pool_records(n_groups=200, copies=3, seed=9, extra_kinds=pool.HELD_OUT)
+    assert not {r["noise"] for r in plain} & set(pool.HELD_OUT)
+    assert set(pool.HELD_OUT) <= {r["noise"] for r in extra}
+    assert sum(r["noise"] in pool.TOXIC for r in plain) == sum(r["noise"] in pool.TOXIC for r in extra)
+    assert {r["group"] for r in plain} == {r["group"] for r in extra}     # same items, other corruptions
+    clean_answer = {r["group"]: r["answer"] for r in extra if r["noise"] == "clean"}
+    for r in extra:
+        if r["noise"] == "operation_slip":     # the reading is right, the computation is not
+            right = tasks.solve(r["task"], _digits_in(r["answer"]))
+            assert r["final"] != right[1] and r["final"] == data.extract_final(r["answer"])
+        elif r["noise"] == "neighbour_answer":     # a correct answer, to another item
+            right = tasks.solve(r["task"], _digits_in(r["answer"]))
+            assert r["answer"] == right[0] and r["answer"] != clean_answer.get(r["group"], "")
+    with pytest.raises(ValueError, match="extra_kinds"):
+        pool.make_pool_records(n_groups=10, extra_kinds=("typo",))
