@@ -18,6 +18,7 @@ import time
 import torch
 
 from ost import data, models, score
+from ost.step import Step
 
 
 def status_mb(key: str) -> float | None:
@@ -59,9 +60,8 @@ def main(argv=None):
     parser.add_argument("--model", required=True, help="the warmed proxy's folder")
     parser.add_argument("--pool", required=True, help="a pool folder written by ost.data.make_pool")
     parser.add_argument("--n", type=int, default=None, help="score the first n samples (default: all)")
-    parser.add_argument("--adam-state", default=None, help="torch.save'd Adam state (for --optimizer adam)")
-    parser.add_argument("--optimizer", choices=("sgd", "adam"), default="adam")
-    parser.add_argument("--lr", type=float, default=1e-4)
+    parser.add_argument("--adam-state", default=None, help="torch.save'd warm-up Adam state (a step continuing it)")
+    parser.add_argument("--step", default="{}", help="the ost.Step as JSON (default: ost.step.DEFAULT)")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     if args.threads:
@@ -76,7 +76,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:      # score_pool freezes the vision tower, as the warmup did
         start = time.perf_counter()
         frame = score.score_pool(model, tok, proc, pool, dd["validation"], os.path.join(tmp, "s.parquet"),
-                                 lr=args.lr, optimizer=args.optimizer, adam_state=state)
+                                 step=Step.from_dict(json.loads(args.step)), warm_state=state)
         seconds = time.perf_counter() - start
     sampler.running = False
     # peak RSS also counts the pool's memory-mapped Arrow pages scoring has read (RssFile, ~2 KB per

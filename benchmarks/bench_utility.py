@@ -32,11 +32,9 @@ from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
 from ost import base, collate, data, models, paths, train, utility
+from ost.step import DEFAULT, PAPER, Step
 
-STEPS = {   # the candidate default steps: (optimizer, lr, continue the warmup's Adam state)
-    "adam": ("adam", 1e-4, True),   # the warmup optimizer's own next step
-    "sgd": ("sgd", 1e-3, False),
-}
+STEPS = {"default": DEFAULT, "paper": PAPER.with_(lr=1e-3)}   # the project's step and the paper's plain one
 WARMUP = dict(epochs=1, batch_size=32, lr=2e-3, seed=0)
 QUICK = dict(n=1000, n_exact=100, n_naive=4, rss_sizes=[2_000, 20_000])
 
@@ -51,12 +49,7 @@ class Clock:
         return time.perf_counter() - self.wall, time.process_time() - self.cpu
 
 
-def step_kwargs(name, adam_state):
-    optimizer, lr, cont = STEPS[name]
-    return dict(optimizer=optimizer, lr=lr, adam_state=adam_state if cont else None)
-
-
-def naive_utilities(model, samples, val, col, kw):
+def naive_utilities(model, samples, val, col, step: Step, warm_state):
     """The loop OST replaces: per sample a model copy, one real optimizer step, a full val pass."""
     with torch.no_grad():
         base_loss = _val_loss(model, val)
@@ -64,14 +57,21 @@ def naive_utilities(model, samples, val, col, kw):
     for i in tqdm(range(len(samples)), desc="naive loop", leave=False):
         m = copy.deepcopy(model).eval()
         mine = [p for p in m.parameters() if p.requires_grad]
-        if kw["optimizer"] == "sgd":
-            opt = torch.optim.SGD(mine, lr=kw["lr"])
+        state = step.adam_state(warm_state)
+        if step.optimizer == "sgd":
+            opt = torch.optim.SGD(mine, lr=step.lr)
         else:       # load_state_dict shares the state's tensors and step() writes into them: copy first
-            opt = torch.optim.Adam(mine, lr=kw["lr"])
-            opt.load_state_dict(copy.deepcopy(kw["adam_state"]))
+            opt = torch.optim.Adam(mine, lr=step.lr)
+            if state is not None:
+                opt.load_state_dict(copy.deepcopy(state))
             for g in opt.param_groups:
-                g["lr"] = kw["lr"]
+                g["lr"] = step.lr
         collate.per_sample_loss(m, col([samples[i]])).sum().backward()
+        if step.normalize:
+            norm = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in mine if p.grad is not None))
+            for p in mine:
+                if p.grad is not None and norm > 0:
+                    p.grad.div_(norm.to(p.grad.dtype))
         opt.step()
         with torch.no_grad():
             out.append(base_loss - _val_loss(m, val))
@@ -83,15 +83,15 @@ def _val_loss(model, val):
     return float(losses.double().mean())
 
 
-def peak_rss(model, tok, proc, adam_state, kw, sizes, threads):
+def peak_rss(model, tok, proc, warm_state, step: Step, sizes, threads):
     """Per pool size: the child's peak RSS and scoring seconds (pools cached under data/pools)."""
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         models.save(Path(tmp) / "model", model, tok, proc)
         cmd = [sys.executable, str(Path(__file__).with_name("_rss.py")), "--model", str(Path(tmp) / "model"),
-               "--optimizer", kw["optimizer"], "--lr", str(kw["lr"]), "--threads", str(threads)]
-        if kw["adam_state"] is not None:
-            torch.save(adam_state, Path(tmp) / "adam.pt")
+               "--step", json.dumps(step.as_dict()), "--threads", str(threads)]
+        if step.adam_state(warm_state) is not None:
+            torch.save(warm_state, Path(tmp) / "adam.pt")
             cmd += ["--adam-state", str(Path(tmp) / "adam.pt")]
         for n in sizes:
             print(f"[rss] building/finding a pool of {n} samples …", flush=True)
@@ -114,7 +114,7 @@ def machine():
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run, not the result")
-    parser.add_argument("--step", choices=tuple(STEPS), default="adam", help="the default step being measured")
+    parser.add_argument("--step", choices=tuple(STEPS), default="default", help="the step being measured")
     parser.add_argument("--n", type=int, default=None, help="samples trained and scored (default: the whole pool)")
     parser.add_argument("--n-exact", type=int, default=500, help="samples on the exact path (Spearman)")
     parser.add_argument("--n-naive", type=int, default=16, help="samples on the naive loop (extrapolated)")
@@ -144,7 +144,7 @@ def main(argv=None):
     log = train.sft(model, tok, proc, pool, **WARMUP, progress=True)
     epoch_cpu = clock.read()[1]
     res = {"n_samples": n, "n_val": len(dd["validation"]), "step": args.step,
-           "step_settings": {k: v for k, v in zip(("optimizer", "lr", "continue_warmup_adam"), STEPS[args.step])},
+           "step_settings": STEPS[args.step].as_dict(),
            "epoch_seconds": log["train_seconds"], "epoch_cpu_seconds": epoch_cpu,
            "warmup": {**WARMUP, "steps": log["steps"]}}
     rng = np.random.default_rng(0)
@@ -152,22 +152,23 @@ def main(argv=None):
     per_step = {}
     with train.frozen_vision(model):        # the parameters the warmup trained, as OST scores them
         for name in sorted(STEPS, key=lambda s: s != args.step):
-            kw = step_kwargs(name, log["adam_state"])
+            step = STEPS[name]
             print(f"[{name}] first-order on {n} samples", flush=True)
             clock = Clock()
             batches = collate.batches(pool, col, args.batch_size)
             collate_s = clock.read()[0]
-            fast = utility.one_step_utility(model, tqdm(batches, desc="first-order", leave=False), val,
-                                            collate.per_sample_loss, method="first_order", **kw).numpy()
+            fast = step.with_(method="first_order").utility(
+                model, tqdm(batches, desc="first-order", leave=False), val, collate.per_sample_loss,
+                warm_state=log["adam_state"]).numpy()
             wall, cpu = clock.read()
             r = {"first_order_seconds": wall, "first_order_cpu_seconds": cpu, "collate_seconds": collate_s,
                  "path": utility.last_path}
             print(f"[{name}] exact on {len(exact_idx)} samples", flush=True)
             sub = pool.select(exact_idx.tolist())
             clock = Clock()
-            exact = utility.one_step_utility(model, tqdm(collate.batches(sub, col, args.batch_size), desc="exact",
-                                                         leave=False), val, collate.per_sample_loss,
-                                             method="exact", **kw).numpy()
+            exact = step.with_(method="exact").utility(
+                model, tqdm(collate.batches(sub, col, args.batch_size), desc="exact", leave=False), val,
+                collate.per_sample_loss, warm_state=log["adam_state"]).numpy()
             r["exact_seconds_per_sample"] = clock.read()[0] / len(exact_idx)
             r["spearman_fast_exact"] = float(spearmanr(fast[exact_idx], exact)[0])
             r["n_exact"] = len(exact_idx)
@@ -177,13 +178,13 @@ def main(argv=None):
                 continue
             print(f"[{name}] naive loop on {args.n_naive} samples", flush=True)
             clock = Clock()
-            naive = naive_utilities(model, sub.select(range(args.n_naive)), val, col, kw)
+            naive = naive_utilities(model, sub.select(range(args.n_naive)), val, col, step, log["adam_state"])
             res["naive_seconds_per_sample"] = clock.read()[0] / args.n_naive
             res["n_naive"] = args.n_naive
             res["naive_minus_exact_max_abs"] = float(np.abs(naive - exact[:args.n_naive]).max())
             res["exact_utility_max_abs"] = float(np.abs(exact[:args.n_naive]).max())
             res.update({k: r[k] for k in ("first_order_seconds", "exact_seconds_per_sample", "spearman_fast_exact")})
-            rss = peak_rss(model, tok, proc, log["adam_state"], kw, args.rss_sizes, torch.get_num_threads())
+            rss = peak_rss(model, tok, proc, log["adam_state"], step, args.rss_sizes, torch.get_num_threads())
     res["peak_rss_mb"] = {k: v["peak_rss_mb"] for k, v in rss.items()}       # VmHWM, mapped pool pages too
     res["peak_anon_mb"] = {k: v["peak_anon_mb"] for k, v in rss.items()}     # heap and tensors only
     res["score_pool"] = {k: {"n": v["n"], "seconds_per_1000": v["seconds"] / v["n"] * 1000,

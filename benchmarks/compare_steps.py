@@ -23,14 +23,15 @@ import torch
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
-from ost import base, collate, credibility, data, paths, pool, select, train, utility
+from ost import base, collate, credibility, data, paths, pool, select, train
+from ost.step import Step
 
-VARIANTS = {   # name: (method, optimizer, lr, continue the warmup's Adam state?)
-    "first_order_sgd_1e-3": ("first_order", "sgd", 1e-3, False),
-    "first_order_adam_warmup_1e-4": ("first_order", "adam", 1e-4, True),
-    "exact_sgd_1e-3": ("exact", "sgd", 1e-3, False),
-    "exact_adam_fresh_1e-4": ("exact", "adam", 1e-4, False),
-    "exact_adam_warmup_1e-4": ("exact", "adam", 1e-4, True),
+VARIANTS = {
+    "first_order_sgd_1e-3": Step(optimizer="sgd", lr=1e-3),
+    "first_order_adam_warmup_1e-4": Step(optimizer="adam", lr=1e-4),
+    "exact_sgd_1e-3": Step(method="exact", optimizer="sgd", lr=1e-3),
+    "exact_adam_fresh_1e-4": Step(method="exact", optimizer="adam", lr=1e-4, continue_warmup=False),
+    "exact_adam_warmup_1e-4": Step(method="exact", optimizer="adam", lr=1e-4),
 }
 
 
@@ -51,11 +52,9 @@ def score_variants(model, tok, proc, log, scored, val_b, names, cache: Path | No
         for name in names:
             if name in frame:
                 continue
-            method, opt, lr, cont = VARIANTS[name]
             start = time.perf_counter()
-            frame[name] = utility.one_step_utility(
-                model, train_b, val_b, collate.per_sample_loss, lr=lr, method=method, optimizer=opt,
-                adam_state=log["adam_state"] if cont else None).numpy()
+            frame[name] = VARIANTS[name].utility(model, train_b, val_b, collate.per_sample_loss,
+                                                 warm_state=log["adam_state"]).numpy()
             seconds[name] = time.perf_counter() - start
             print(f"scored {name}: {seconds[name]:.0f} s", flush=True)
             if cache:

@@ -8,10 +8,12 @@ slow exact form), the validation gradient g_val and the warm-up's Adam state (D 
 * `cosine`:           ⟨g_val, g_i⟩ / ‖g_val‖‖g_i‖  direction only, as LESS normalises
 * `warm_adam_unit`:   ⟨g_val / D, g_i / ‖g_i‖⟩     the default's preconditioning on a unit-length gradient
 * `fresh_adam_sign`:  ⟨g_val, sign(g_i)⟩           first order of a fresh Adam's first step (−lr·sign g_i)
+* `unit_both`:        ⟨ĝ_val / D, g_i / ‖g_i‖⟩    as `warm_adam_unit`, with ĝ_val = mean_j g_j / ‖g_j‖: every
+                                                  validation sample gets one vote, as LESS normalises both sides
 * `low_loss`:         −loss_i                     the loss filter, for reference
 
-A sample of `--n-exact` is also scored with the exact fresh-Adam step, to say how well the sign form
-stands for it, and the library's first-order warm Adam checks `warm_adam` (Spearman ≈ 1 expected).
+A sample of `--n-exact` is also scored with the exact fresh-Adam and warm-Adam steps, to say how well the
+first-order forms stand for them, and the library's first-order warm Adam checks `warm_adam` (Spearman ≈ 1 expected).
 
     python benchmarks/step_variants.py --config configs/main.yaml --fraction 1.0 --epochs 12 \
         --out results/main/step_variants_competent.json
@@ -29,29 +31,53 @@ from scipy.stats import spearmanr
 
 from ost import collate, data, metrics, pool, select, train, transfer, utility
 
-VARIANTS = ("sgd", "warm_adam", "cosine", "warm_adam_unit", "fresh_adam_sign", "low_loss")
+VARIANTS = ("sgd", "warm_adam", "cosine", "warm_adam_unit", "fresh_adam_sign", "unit_both", "low_loss")
 
 
-def per_sample_scores(model, batches, gval, adam_state):
-    """Every variant's score of every sample, from one backward per sample. The warm-Adam direction is the
-    library's own (`utility._direction`: g_val / D up to a factor every tensor shares after one warm-up)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    gval_n = float(torch.sqrt(sum((g.double() ** 2).sum() for g in gval)))
-    pre = utility._direction(gval, 1.0, utility._adam_states(model, params, adam_state))[0]
-    cols = {v: [] for v in VARIANTS}
+def _each_gradient(model, batches, params):
+    """(loss, gradient) of every sample, one backward each: the slow form every variant can be read from."""
     for batch in batches:
         losses = collate.per_sample_loss(model, batch)
         for b in range(losses.shape[0]):
-            g = utility._grads(losses[b], params, retain_graph=True)
-            dot = float(sum((a.double() * c).sum() for a, c in zip(gval, g)))
-            dot_pre = float(sum((a.double() * c).sum() for a, c in zip(pre, g)))
-            norm = float(torch.sqrt(sum((c.double() ** 2).sum() for c in g)))
-            cols["sgd"].append(dot)
-            cols["warm_adam"].append(dot_pre)
-            cols["cosine"].append(dot / (gval_n * norm) if norm > 0 else 0.0)
-            cols["warm_adam_unit"].append(dot_pre / norm if norm > 0 else 0.0)
-            cols["fresh_adam_sign"].append(float(sum((a.double() * c.sign()).sum() for a, c in zip(gval, g))))
-            cols["low_loss"].append(-float(losses[b].detach()))
+            yield losses[b], utility._grads(losses[b], params, retain_graph=True)
+
+
+def _norm(g):
+    return float(torch.sqrt(sum((c.double() ** 2).sum() for c in g)))
+
+
+def unit_val_gradient(model, val_batches):
+    """mean_j g_j / ‖g_j‖ over the validation samples: each one votes once, whatever its loss."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    acc, n = [torch.zeros_like(p) for p in params], 0
+    for _, g in _each_gradient(model, val_batches, params):
+        norm, n = _norm(g), n + 1
+        for a, c in zip(acc, g):
+            a.add_(c / norm if norm > 0 else c)
+    return [a / n for a in acc]
+
+
+def per_sample_scores(model, batches, gval, adam_state, gval_unit):
+    """Every variant's score of every sample, from one backward per sample. The warm-Adam direction is the
+    library's own (`utility._direction`: g_val / D up to a factor every tensor shares after one warm-up)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    gval_n = _norm(gval)
+    adam = utility._adam_states(model, params, adam_state)
+    pre = utility._direction(gval, 1.0, adam)[0]
+    pre_unit = utility._direction(gval_unit, 1.0, adam)[0]
+    cols = {v: [] for v in VARIANTS}
+    for loss, g in _each_gradient(model, batches, params):
+        dot = float(sum((a.double() * c).sum() for a, c in zip(gval, g)))
+        dot_pre = float(sum((a.double() * c).sum() for a, c in zip(pre, g)))
+        dot_both = float(sum((a.double() * c).sum() for a, c in zip(pre_unit, g)))
+        norm = _norm(g)
+        cols["sgd"].append(dot)
+        cols["warm_adam"].append(dot_pre)
+        cols["cosine"].append(dot / (gval_n * norm) if norm > 0 else 0.0)
+        cols["warm_adam_unit"].append(dot_pre / norm if norm > 0 else 0.0)
+        cols["fresh_adam_sign"].append(float(sum((a.double() * c.sign()).sum() for a, c in zip(gval, g))))
+        cols["unit_both"].append(dot_both / norm if norm > 0 else 0.0)
+        cols["low_loss"].append(-float(loss.detach()))
     return {v: np.array(x) for v, x in cols.items()}
 
 
@@ -75,6 +101,8 @@ def main(argv=None):
     parser.add_argument("--n-exact", type=int, default=200)
     parser.add_argument("--step-lr", type=float, default=1e-4, help="lr of the exact fresh-Adam check")
     parser.add_argument("--pool-seed", type=int, default=None, help="another pool: the config's, with this seed")
+    parser.add_argument("--extra-kinds", action="store_true",
+                        help=f"plant the held-out noise kinds too ({', '.join(pool.HELD_OUT)})")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
@@ -82,12 +110,14 @@ def main(argv=None):
     pool_cfg = {k: v for k, v in config.items() if k in data.POOL_DEFAULTS}
     if args.pool_seed is not None:
         pool_cfg["seed"] = args.pool_seed
+    if args.extra_kinds:
+        pool_cfg["extra_kinds"] = list(pool.HELD_OUT)
     dd = data.load_pool(data.make_pool(**pool_cfg))
     torch.manual_seed(args.seed)
     warm_ids = dd["pool"].select(transfer.warm_rows(len(dd["pool"]), args.fraction, args.seed))["id"]
     model, tok, proc, log = transfer.warm(dd, "proxy", warm_ids, epochs=args.epochs, lr=args.lr, seed=args.seed)
     val_acc = train.evaluate(model, tok, proc, dd["validation"])["accuracy"]
-    rows = transfer.sample_rows(len(dd["pool"]), args.n_score, args.seed)
+    rows = transfer.sample_rows(len(dd["pool"]), min(args.n_score, len(dd["pool"])), args.seed)
     scored = dd["pool"].select(rows)
     col = collate.Collator(tok, proc)
     val_b, batches = collate.batches(dd["validation"], col, 32), collate.batches(scored, col, 8)
@@ -98,23 +128,41 @@ def main(argv=None):
         gval = utility.val_gradient(model, val_b, collate.per_sample_loss)
         start = time.perf_counter()
         with torch.enable_grad():
-            scores = per_sample_scores(model, batches, gval, log["adam_state"])
+            gval_unit = unit_val_gradient(model, val_b)
+            scores = per_sample_scores(model, batches, gval, log["adam_state"], gval_unit)
         out["per_sample_seconds_per_1000"] = (time.perf_counter() - start) / len(scored) * 1000
         start = time.perf_counter()
         lib = utility.one_step_utility(model, collate.batches(scored, col, 32), val_b, collate.per_sample_loss,
                                        lr=1e-4, optimizer="adam", adam_state=log["adam_state"]).numpy()
         out["library_first_order_seconds_per_1000"] = (time.perf_counter() - start) / len(scored) * 1000
         out["spearman_warm_adam_vs_library"] = float(spearmanr(scores["warm_adam"], lib)[0])
+        start = time.perf_counter()      # the library's normalised step: every g_i from one backward per batch
+        lib_unit = utility.one_step_utility(model, collate.batches(scored, col, 32), val_b, collate.per_sample_loss,
+                                            lr=1e-4, optimizer="adam", adam_state=log["adam_state"],
+                                            normalize=True).numpy()
+        out["library_unit_seconds_per_1000"] = (time.perf_counter() - start) / len(scored) * 1000
+        out["library_unit_path"] = utility.last_path
+        out["spearman_warm_adam_unit_vs_library"] = float(spearmanr(scores["warm_adam_unit"], lib_unit)[0])
+        out["epoch_seconds_per_1000"] = log["train_seconds"] / args.epochs / (args.fraction * len(dd["pool"])) * 1000
         few = scored.select(range(min(args.n_exact, len(scored))))
         start = time.perf_counter()
         exact = utility.one_step_utility(model, collate.batches(few, col, 32), val_b, collate.per_sample_loss,
                                          lr=args.step_lr, method="exact", optimizer="adam").numpy()
         out["exact_fresh_adam_seconds_per_1000"] = (time.perf_counter() - start) / len(few) * 1000
+        exact_warm = utility.one_step_utility(model, collate.batches(few, col, 32), val_b, collate.per_sample_loss,
+                                              lr=args.step_lr, method="exact", optimizer="adam",
+                                              adam_state=log["adam_state"]).numpy()
+        exact_unit = utility.one_step_utility(model, collate.batches(few, col, 32), val_b, collate.per_sample_loss,
+                                              lr=args.step_lr, method="exact", optimizer="adam",
+                                              adam_state=log["adam_state"], normalize=True).numpy()
     noise, ids = np.asarray(scored["noise"]), list(scored["id"])
     n = len(few)
     out["variants"] = {v: report_of(scores[v], noise, ids) for v in VARIANTS}
     out["exact_fresh_adam"] = {"n": n, "auroc": metrics.toxic_auroc(exact, noise[:n]),
                                "spearman": {v: float(spearmanr(exact, scores[v][:n])[0]) for v in VARIANTS}}
+    for name, u in (("exact_warm_adam", exact_warm), ("exact_warm_adam_unit", exact_unit)):
+        out[name] = {"n": n, "auroc": metrics.toxic_auroc(u, noise[:n]),
+                     "spearman": {v: float(spearmanr(u, scores[v][:n])[0]) for v in VARIANTS}}
     out["spearman"] = {f"{a}~{b}": float(spearmanr(scores[a], scores[b])[0])
                        for i, a in enumerate(VARIANTS) for b in VARIANTS[i + 1:]}
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -126,8 +174,9 @@ def main(argv=None):
         a = out["variants"][v]["auroc"]
         print(v, f"{a['all']:.2f}", *[f"{a.get(k, float('nan')):.2f}" for k in kinds],
               f"{out['variants'][v]['top20_noise']:.2f}")
-    print("exact fresh adam", {k: round(v, 2) for k, v in out["exact_fresh_adam"]["auroc"].items()},
-          {k: round(v, 2) for k, v in out["exact_fresh_adam"]["spearman"].items()})
+    for name in ("exact_fresh_adam", "exact_warm_adam", "exact_warm_adam_unit"):
+        print(name, {k: round(v, 2) for k, v in out[name]["auroc"].items()},
+              {k: round(v, 2) for k, v in out[name]["spearman"].items()})
 
 
 if __name__ == "__main__":

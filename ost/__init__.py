@@ -17,3 +17,15 @@ from transformers.utils import logging as _hf_logging
 _hf_logging.disable_progress_bar()     # "Loading weights" bars, once per model load, drown the real progress
 
 __version__ = "0.1.0"
+
+# the few names a user needs, loaded on first use (so `import ost` stays light)
+_EXPORTS = {"Step": "step", "one_step_utility": "utility", "score_pool": "score", "score_samples": "score",
+            "top_fraction": "select", "toxic_flags": "select"}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        import importlib
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'ost' has no attribute {name!r}")

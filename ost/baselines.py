@@ -5,7 +5,8 @@ go through the same `ost.select` functions, plus the wall seconds and an estimat
 scoring work. FLOPs are ≈ 2 × parameters × tokens processed per forward pass (the usual estimate;
 a backward pass costs about twice that), so scorers of very different models can be put side by side.
 
-Here: Full, Random-k, Loss (keep lowest or highest), IFD (Cherry) and the planted-label Oracle.
+Here: Full, Random-k, Loss (keep lowest or highest), IFD (Cherry), the paper's plain OST step and the
+planted-label Oracle.
 The LLM-as-a-Judge and DEITA-style scorers live in `ost.judge` and `ost.deita`.
 """
 import time
@@ -18,6 +19,7 @@ from tqdm.auto import tqdm
 
 from . import collate, select
 from .pool import TOXIC
+from .step import PAPER
 
 
 @dataclass
@@ -181,3 +183,20 @@ def ifd_scores(model, tokenizer, processor, pool, *, ratio: str = "loss", over_o
                   {"ifd": ifd, "loss_conditioned": cond, "loss_alone": alone, "n_over_one": int(over.sum()),
                    "ratio": ratio, "over_one": over_one})
 
+
+
+def ost_paper_scores(model, tokenizer, processor, pool, validation, *, batch_size: int = 32) -> Scores:
+    """The paper's plain one-step utility (first-order SGD, `ost.step.PAPER`) on the warmed proxy, so the
+    table shows what the paper's step gives next to the project's default step.
+
+    FLOPs: the forward pass and its forward-mode derivative, counted as a training step's 6 × N × tokens.
+    """
+    from .score import score_samples        # score builds on the model code; nothing here is needed there
+    start = time.perf_counter()
+    u = score_samples(model, tokenizer, processor, pool, validation, step=PAPER, batch_size=batch_size)
+    seconds = time.perf_counter() - start
+    col = collate.Collator(tokenizer, processor)
+    n_text, _ = _split_params(model)
+    flops = train_flops(n_text, sum(col.n_tokens(s) for s in pool))
+    return Scores("ost-paper", _series(pool, u.loc[list(pool["id"])].to_numpy()), seconds, flops,
+                  {"step": PAPER.as_dict()})

@@ -25,7 +25,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from . import collate, data, models, runs, train, utility, validate
+from . import collate, data, models, per_sample, runs, train, utility, validate
+from .step import DEFAULT, METHODS, OPTIMIZERS, Step
 
 COLUMNS = ("id", "utility", "loss", "status")
 
@@ -90,6 +91,39 @@ def read_scores(out) -> pd.DataFrame:
     return frame
 
 
+def score_samples(model, tok, proc, samples, validation, *, step=DEFAULT, warm_state=None, batch_size=32,
+              with_loss=False):
+    """One-step utility of each sample (index = id) under `step` (an `ost.Step`), in memory, the step moving
+    what SFT trains; with `with_loss`, a frame of `utility` and the sample's own answer `loss` at θ (free:
+    the forward pass runs anyway). `score_pool` is the resumable, file-writing form for a whole pool."""
+    col = collate.Collator(tok, proc)
+    with train.frozen_vision(model):
+        u, loss = step.utility(model, collate.batches(samples, col, batch_size),
+                               collate.batches(validation, col, batch_size), collate.per_sample_loss,
+                               warm_state=warm_state, return_loss=True)
+    ids = list(samples["id"])
+    if with_loss:
+        return pd.DataFrame({"utility": u.numpy(), "loss": loss.numpy()}, index=ids)
+    return pd.Series(u.numpy(), index=ids, name="utility")
+
+
+def gradient_norms(model, tok, proc, samples, *, batch_size=32) -> pd.Series:
+    """‖g_i‖ of each sample's answer loss over what SFT trains (index = id): how far a plain step on it
+    moves the model, which an unnormalised utility grows with whatever the step's direction."""
+    col = collate.Collator(tok, proc)
+    out = []
+    with train.frozen_vision(model):
+        was = model.training
+        model.eval()
+        try:
+            params = [p for p in model.parameters() if p.requires_grad]
+            for batch in collate.batches(samples, col, batch_size):
+                out.append(per_sample.norms(model, batch, collate.per_sample_loss, params))
+        finally:
+            model.train(was)
+    return pd.Series(torch.cat(out).numpy() if out else [], index=list(samples["id"]), name="grad_norm")
+
+
 def _score_rows(model, col, samples, val, batch_size, freeze_vision, **step):
     batches = [col(samples[i:i + batch_size]) for i in range(0, len(samples), batch_size)]
     with train.frozen_vision(model, freeze_vision):
@@ -121,13 +155,15 @@ def _score_part(model, col, samples, status, val, batch_size, freeze_vision, max
     return u, loss, status
 
 
-def score_pool(model, tokenizer, processor, pool, validation, out, *, lr=1e-4, method="first_order",
-               optimizer="sgd", adam_state=None, part_size=256, batch_size=32, freeze_vision=True,
+def score_pool(model, tokenizer, processor, pool, validation, out, *, step=DEFAULT, warm_state=None,
+               part_size=256, batch_size=32, freeze_vision=True,
                parts_dir=None, overwrite=False, progress=True, max_length=None, seed=0) -> pd.DataFrame:
     """One row per pool sample (id, utility, loss, status), written to `out` (parquet) and returned.
 
+    `step` (an `ost.Step`, default `ost.step.DEFAULT`) says which one-step update is simulated;
+    `warm_state` is the warm-up's Adam state_dict, which a step that continues the warm-up needs.
     With `freeze_vision` (the default, as in `train.sft`) the step moves only what SFT trains: the
-    language model and the merger, and `adam_state` (the warmup's) covers exactly those tensors.
+    language model and the merger, and `warm_state` covers exactly those tensors.
     Part files go to `parts_dir` (default: `<out>.parts/` next to the output). Parts made with other
     settings or inputs raise an error, or are deleted first with `overwrite=True`.
 
@@ -151,7 +187,10 @@ def score_pool(model, tokenizer, processor, pool, validation, out, *, lr=1e-4, m
     out = Path(out)
     parts_dir = Path(parts_dir) if parts_dir else out.with_name(out.name + ".parts")
     parts_dir.mkdir(parents=True, exist_ok=True)
-    settings = dict(lr=lr, method=method, optimizer=optimizer, part_size=part_size, n=len(pool),
+    if isinstance(step, dict):
+        step = Step.from_dict(step)
+    adam_state = step.adam_state(warm_state)
+    settings = dict(step=step.as_dict(), part_size=part_size, n=len(pool),
                     adam_state=adam_state is not None, freeze_vision=freeze_vision, max_length=max_length,
                     seed=seed, inputs=fingerprint(model, adam_state, pool, validation))
     manifest = parts_dir / "settings.json"
@@ -171,11 +210,11 @@ def score_pool(model, tokenizer, processor, pool, validation, out, *, lr=1e-4, m
     val = collate.batches(validation, col, batch_size)
     n_parts = math.ceil(len(pool) / part_size)
     mine = [k for k in range(rank, n_parts, world) if not (parts_dir / f"part-{k:05d}.parquet").exists()]
-    step = dict(lr=lr, method=method, optimizer=optimizer, adam_state=adam_state)
-    if mine and method == "first_order":  # one validation pass per call, not per part, none when resuming is done
+    kwargs = step.kwargs(warm_state)
+    if mine and step.method == "first_order":  # one validation pass per call, not per part, none when resuming is done
         with train.frozen_vision(model, freeze_vision):
-            step["val_grad"] = utility.val_gradient(model, val, collate.per_sample_loss)
-        if not all(torch.isfinite(g).all() for g in step["val_grad"]):
+            kwargs["val_grad"] = utility.val_gradient(model, val, collate.per_sample_loss)
+        if not all(torch.isfinite(g).all() for g in kwargs["val_grad"]):
             warnings.warn("the validation gradient is not finite: every utility will be 'nonfinite'; check the "
                           "model's weights and the validation samples", stacklevel=2)
     for k in tqdm(mine, desc=f"scoring parts (rank {rank}/{world})", disable=not progress):
@@ -183,7 +222,7 @@ def score_pool(model, tokenizer, processor, pool, validation, out, *, lr=1e-4, m
         part = pool.select(rows)
         torch.manual_seed(seed)
         u, loss, st = _score_part(model, col, list(part), [status[i] for i in rows], val, batch_size,
-                                  freeze_vision, max_length, step)
+                                  freeze_vision, max_length, kwargs)
         frame = pd.DataFrame({"id": part["id"], "utility": u, "loss": loss, "status": st})
         runs.write_parquet(frame, parts_dir / f"part-{k:05d}.parquet", {"settings": settings, "part": k})
     _barrier(world)
@@ -201,29 +240,43 @@ def score_pool(model, tokenizer, processor, pool, validation, out, *, lr=1e-4, m
     return frame
 
 
-def main(argv=None):
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="a model folder (e.g. a warmed proxy) or checkpoint id")
     parser.add_argument("--pool", required=True,
                         help="a pool folder: ost.data.make_pool's, or a saved DatasetDict with pool and validation splits")
     parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--method", choices=("first_order", "exact"), default="first_order")
-    parser.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
+    parser.add_argument("--lr", type=float, default=DEFAULT.lr, help=f"step lr (default {DEFAULT.lr:g})")
+    parser.add_argument("--method", choices=METHODS, default=DEFAULT.method)
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default=DEFAULT.optimizer)
+    parser.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=DEFAULT.normalize,
+                        help="step on g_i/|g_i| (rank by direction, not gradient size)")
+    parser.add_argument("--fresh-adam", action="store_true",
+                        help="adam: start from a fresh state instead of continuing the warm-up's")
     parser.add_argument("--adam-state", type=Path, default=None,
-                        help="torch.save'd Adam state_dict of the warmup (optimizer=adam continues it)")
+                        help="torch.save'd Adam state_dict of the warm-up (the default step continues it)")
     parser.add_argument("--train-vision", action="store_true", help="let the step move the vision tower too")
     parser.add_argument("--part-size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=None,
                         help="tokens per sample; a longer one gets status skipped:too_long (default: no limit)")
     parser.add_argument("--seed", type=int, default=0, help="set before each part; recorded in the file")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None):
+    cli = parser()
+    args = cli.parse_args(argv)
     model, tok, proc = models.load(args.model)
-    adam_state = torch.load(args.adam_state, weights_only=True) if args.adam_state else None
+    step = Step(method=args.method, optimizer=args.optimizer, lr=args.lr, normalize=args.normalize,
+                continue_warmup=not args.fresh_adam)
+    if step.optimizer == "adam" and step.continue_warmup and not args.adam_state:
+        cli.error(f"the step ({step.label}) continues the warm-up's Adam state: pass --adam-state "
+                     "(notebook 01 saves it as adam_state.pt next to the proxy), or --fresh-adam, or --optimizer sgd")
+    warm_state = torch.load(args.adam_state, weights_only=True) if args.adam_state else None
     dd = data.load_pool(args.pool)
-    frame = score_pool(model, tok, proc, dd["pool"], dd["validation"], args.out, lr=args.lr, method=args.method,
-                       optimizer=args.optimizer, adam_state=adam_state, part_size=args.part_size,
+    frame = score_pool(model, tok, proc, dd["pool"], dd["validation"], args.out, step=step,
+                       warm_state=warm_state, part_size=args.part_size,
                        batch_size=args.batch_size, freeze_vision=not args.train_vision,
                        max_length=args.max_length, seed=args.seed)
     if int(os.environ.get("RANK", "0")) == 0:

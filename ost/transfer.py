@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import base, collate, models, runs, select, train, utility
+from . import base, models, runs, score, select, train
+from .step import DEFAULT
 
 
 def warm_rows(n_pool: int, fraction: float, seed: int) -> list:
@@ -31,43 +32,24 @@ def warm(dd, model_name, warm_ids, *, epochs, lr, batch_size=32, seed=0, progres
     return model, tok, proc, log
 
 
-def utilities(model, tok, proc, samples, validation, *, lr, optimizer="adam", adam_state=None,
-              method="first_order", batch_size=32, with_loss=False):
-    """One-step utility of each sample (index = id), the step moving what SFT trains; with `with_loss`, a
-    frame of `utility` and the sample's own answer `loss` at θ (free: the forward pass runs anyway)."""
-    col = collate.Collator(tok, proc)
-    with train.frozen_vision(model):
-        u, loss = utility.one_step_utility(model, collate.batches(samples, col, batch_size),
-                                           collate.batches(validation, col, batch_size), collate.per_sample_loss,
-                                           lr=lr, method=method, optimizer=optimizer, adam_state=adam_state,
-                                           return_loss=True)
-    ids = list(samples["id"])
-    if with_loss:
-        return pd.DataFrame({"utility": u.numpy(), "loss": loss.numpy()}, index=ids)
-    return pd.Series(u.numpy(), index=ids, name="utility")
+def score_setting(dd, *, model, rows, step=DEFAULT, warm_up=None, adam_state=None, threads=1) -> pd.Series:
+    """One setting's utilities of the pool rows `rows` under `step` (an `ost.Step`), on `threads` threads.
 
-
-def score_setting(dd, *, model, rows, lr, optimizer="adam", method="first_order", warm_up=None, adam_state=None,
-                  threads=1) -> pd.Series:
-    """One setting's utilities of the pool rows `rows`, on `threads` threads.
-
-    With `warm_up` (warm_ids, epochs, lr, batch_size, seed, keep_state) the model is first fine-tuned on
-    the warm-up slice, and the step continues that warm-up's Adam state when keep_state; without it,
-    `model` is loaded as saved (notebook 01's proxy), with the optimizer state saved in the file `adam_state`.
+    With `warm_up` (warm_ids, epochs, lr, batch_size, seed) the model is first fine-tuned on the warm-up
+    slice, whose Adam state a step that continues the warm-up starts from; without it, `model` is loaded
+    as saved (notebook 01's proxy), with the optimizer state saved in the file `adam_state`.
     """
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         if warm_up is not None:
             args = dict(warm_up)
-            keep_state, warm_ids = args.pop("keep_state", True), args.pop("warm_ids")
-            m, tok, proc, log = warm(dd, model, warm_ids, **args)
-            state = log["adam_state"] if keep_state else None
+            m, tok, proc, log = warm(dd, model, args.pop("warm_ids"), **args)
+            state = log["adam_state"]
         else:
             m, tok, proc = base.load_model(model, progress=False)
             state = torch.load(adam_state, weights_only=True) if adam_state else None
-        return utilities(m, tok, proc, dd["pool"].select(rows), dd["validation"], lr=lr, optimizer=optimizer,
-                         adam_state=state, method=method)
+        return score.score_samples(m, tok, proc, dd["pool"].select(rows), dd["validation"], step=step, warm_state=state)
     finally:
         torch.set_num_threads(before)
 
@@ -81,7 +63,7 @@ def score_settings(dd, settings: dict, workers: int = 1, progress: bool = True) 
     0.33 s on two), so two processes score two settings in the time of one.
     """
     base.build_bases(sorted({s["model"] for s in settings.values() if s["model"] in models.PRESETS}))  # once, not per worker
-    order = sorted(settings, key=lambda name: settings[name].get("method") != "exact")   # long jobs first
+    order = sorted(settings, key=lambda name: settings[name].get("step", DEFAULT).method != "exact")   # long jobs first
     jobs = {name: ((dd,), settings[name]) for name in order}
     out = dict(runs.as_done(score_setting, jobs, workers, "settings", progress))
     return {name: out[name] for name in settings}

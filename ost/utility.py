@@ -20,12 +20,15 @@ from torch import nn
 from torch.func import functional_call, jvp
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-BACKENDS = ("jvp", "double_backward", "loop")
-last_path = None        # the first-order backend used by the latest call ("jvp", "double_backward", "loop")
+from . import per_sample
+
+BACKENDS = ("jvp", "double_backward", "loop", "per_sample")
+last_path = None        # the first-order backend used by the latest call (one of BACKENDS)
 
 
 def one_step_utility(model, train_batches, val_batches, loss_fn, *, lr, method="first_order",
-                     optimizer="sgd", adam_state=None, backend="auto", val_grad=None, return_loss=False):
+                     optimizer="sgd", adam_state=None, normalize=False, backend="auto", val_grad=None,
+                     return_loss=False):
     """Utility of every training sample, in iteration order, as a float64 tensor of shape (N,).
 
     loss_fn(model, batch) → per-sample losses (B,). L_val weighs every validation sample equally.
@@ -45,6 +48,12 @@ def one_step_utility(model, train_batches, val_batches, loss_fn, *, lr, method="
     state (fresh Adam, v = 0) has a sign-like first step with no linear form: it falls back to the
     SGD form lr·⟨g_val, g_i⟩ with a warning (the ranking is gradient alignment, the scale is SGD's).
     Coordinates of a stepped tensor whose v is still 0 keep D = eps, the literal linearisation.
+
+    normalize: the step takes g_i / ‖g_i‖ (the norm over all trainable parameters) in place of g_i, so
+    every sample's step has the same length and the ranking is by direction. First order, that is
+    ⟨d, g_i⟩ / ‖g_i‖ (plus Adam's momentum constant). "auto" then tries "per_sample" first (`ost.per_sample`:
+    every g_i of a batch from one backward pass, so ⟨d, g_i⟩ and ‖g_i‖ come together); on another
+    backend the norms take one backward per sample.
 
     backend ("auto" or one of BACKENDS) picks the first-order path; "auto" tries them in order.
     val_grad (first order): ∇L_val per trainable parameter from `val_gradient`, for a caller that
@@ -72,9 +81,10 @@ def one_step_utility(model, train_batches, val_batches, loss_fn, *, lr, method="
     try:
         with torch.enable_grad():
             if method == "exact":
-                u, loss = _exact(model, train_batches, val, loss_fn, params, saved, lr, adam)
+                u, loss = _exact(model, train_batches, val, loss_fn, params, saved, lr, adam, normalize)
             else:
-                u, loss = _first_order(model, train_batches, val, loss_fn, named, lr, adam, backend, val_grad)
+                u, loss = _first_order(model, train_batches, val, loss_fn, named, lr, adam, backend, val_grad,
+                                       normalize)
             return (u, loss) if return_loss else u
     finally:
         if saved is not None:
@@ -132,7 +142,7 @@ def _grads(loss, params, retain_graph=False):
 
 # ---------------------------------------------------------------- exact path
 
-def _exact(model, train_batches, val, loss_fn, params, saved, lr, adam):
+def _exact(model, train_batches, val, loss_fn, params, saved, lr, adam, normalize=False):
     """Reference: step the live parameters for each sample, evaluate, restore from `saved`."""
     base, out, seen = _val_loss(model, val, loss_fn), [], []
     for batch in train_batches:
@@ -141,6 +151,9 @@ def _exact(model, train_batches, val, loss_fn, params, saved, lr, adam):
         per_sample = [_grads(losses[b], params, retain_graph=True) for b in range(losses.shape[0])]
         del losses
         for g in per_sample:
+            if normalize:
+                norm = float(torch.sqrt(sum((gi.double() ** 2).sum() for gi in g)))
+                g = [gi / norm for gi in g] if norm > 0 else g
             with torch.no_grad():
                 for i, (p, gi) in enumerate(zip(params, g)):
                     _step(p, gi, lr, None if adam is None else adam[i])
@@ -256,19 +269,27 @@ def _directional_in(path, model, batch, loss_fn, named, d):
                                 for b in range(losses.shape[0])])
 
 
-def _first_order(model, train_batches, val, loss_fn, named, lr, adam, backend, gval=None):
+def _first_order(model, train_batches, val, loss_fn, named, lr, adam, backend, gval=None, normalize=False):
     global last_path
     if gval is None:
         _, gval = _val_loss(model, val, loss_fn, [p for _, p in named])
     d, c = _direction(gval, lr, adam)
-    candidates = list(BACKENDS) if backend == "auto" else [backend]
+    if backend == "auto":
+        candidates = ["per_sample", *BACKENDS[:3]] if normalize else list(BACKENDS[:3])
+    else:
+        candidates = [backend]
     if any(b not in BACKENDS for b in candidates):
         raise ValueError(f"backend must be 'auto' or one of {BACKENDS}, not {backend!r}")
+    params = [p for _, p in named]
     out, seen = [], []
     for batch in train_batches:
         while True:
             try:
-                loss, jv = _directional(candidates[0], model, batch, loss_fn, named, d)
+                if candidates[0] == "per_sample":
+                    loss, jv, norm = per_sample.dots_and_norms(model, batch, loss_fn, params, d)
+                else:
+                    loss, jv = _directional(candidates[0], model, batch, loss_fn, named, d)
+                    norm = per_sample.norms_by_loop(model, batch, loss_fn, params) if normalize else None
                 break
             except (RuntimeError, NotImplementedError) as err:
                 if len(candidates) == 1:
@@ -277,6 +298,9 @@ def _first_order(model, train_batches, val, loss_fn, named, lr, adam, backend, g
                               f"{str(err)[:200]}); trying {candidates[1]!r}", stacklevel=3)
                 candidates.pop(0)
         last_path = candidates[0]
-        out.append(c + jv.detach().double())
+        jv = jv.detach().double()
+        if normalize:
+            jv = torch.where(norm > 0, jv / norm.clamp_min(1e-300), jv)
+        out.append(c + jv)
         seen.append(loss.detach().double())
     return _cat(out), _cat(seen)

@@ -20,7 +20,8 @@ import numpy as np
 import torch
 import yaml
 
-from . import data, metrics, plots, pool, runs, train, transfer
+from . import data, metrics, plots, pool, runs, score, train, transfer
+from .step import DEFAULT
 
 CURVE = dict(proxy="proxy", fractions=[0.2, 0.5, 1.0], epochs=[3.0, 6.0, 12.0], lr=2.0e-3, step_lr=1.0e-4,
              n_score=1000, seed=0, workers=2)
@@ -35,9 +36,10 @@ def point(dd, score_rows, *, proxy, fraction, epochs, lr, step_lr, seed, threads
     model, tok, proc, log = transfer.warm(dd, proxy, warm_ids, epochs=epochs, lr=lr, seed=seed)
     ev = train.evaluate(model, tok, proc, dd["validation"])
     samples = dd["pool"].select(score_rows)
+    step = DEFAULT.with_(lr=step_lr)
     start = time.perf_counter()
-    frame = transfer.utilities(model, tok, proc, samples, dd["validation"], lr=step_lr, optimizer="adam",
-                               adam_state=log["adam_state"], with_loss=True)
+    frame = score.score_samples(model, tok, proc, samples, dd["validation"], step=step,
+                               warm_state=log["adam_state"], with_loss=True)
     score_seconds = time.perf_counter() - start
     noise = np.asarray(samples["noise"])
     toxic = np.isin(noise, list(pool.TOXIC))
@@ -61,8 +63,7 @@ def measure(dd, *, proxy, fractions, epochs, lr, step_lr, n_score, seed, workers
     done = dict(runs.as_done(point, jobs, workers, "warm-up lengths", progress))
     points = [done[(f, e)] for f in fractions for e in epochs]
     return {"settings": {"proxy": proxy, "fractions": list(fractions), "epochs": list(epochs), "lr": lr,
-                         "step": {"method": "first_order", "optimizer": "adam", "continue_warmup": True,
-                                  "lr": step_lr},
+                         "step": DEFAULT.with_(lr=step_lr).as_dict(),
                          "n_score": len(score_rows), "n_pool": len(dd["pool"]), "n_val": len(dd["validation"]),
                          "seed": seed},
             "wall_seconds": time.perf_counter() - start, "points": points}

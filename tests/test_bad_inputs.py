@@ -21,6 +21,9 @@ from PIL import Image
 from ost import data, loaders, runs, validate
 from ost.data import FIELDS
 from ost.paths import FIXTURES, NOTEBOOKS
+from ost.step import Step
+
+SGD = Step(optimizer="sgd")     # untrained models: no warm-up state to continue
 
 LLAVA = FIXTURES / "llava" / "mini.json"
 N_LLAVA = len(json.loads(LLAVA.read_text()))
@@ -382,13 +385,13 @@ def test_skipped_rows_reach_the_score_file_unscored(tmp_path, scoring):
     model, tok, proc, pool, val = scoring
     bad = {2: "image_missing", 7: "not_utf8"}
     frame = score.score_pool(model, tok, proc, _with_status(pool, bad), val, tmp_path / "s.parquet",
-                             part_size=5, batch_size=4, progress=False)
+                             part_size=5, batch_size=4, step=SGD, progress=False)
     assert frame["id"].tolist() == pool["id"]                             # count in == count out, same order
     assert [frame["status"][i] for i in bad] == ["skipped:image_missing", "skipped:not_utf8"]
     assert frame["utility"][list(bad)].isna().all() and (frame["status"] == "ok").sum() == len(pool) - len(bad)
     good = [i for i in range(len(pool)) if i not in bad]
     alone = score.score_pool(model, tok, proc, pool.select(good), val, tmp_path / "g.parquet", part_size=5,
-                             batch_size=4, progress=False)
+                             batch_size=4, step=SGD, progress=False)
     np.testing.assert_allclose(frame["utility"][good], alone["utility"], rtol=1e-4, atol=1e-9)
     utility = frame.set_index("id")["utility"]
     chosen = select.top_fraction(utility, 1.0)
@@ -397,7 +400,7 @@ def test_skipped_rows_reach_the_score_file_unscored(tmp_path, scoring):
     assert rep["by_status"] == {"ok": len(good), "skipped:image_missing": 1, "skipped:not_utf8": 1}
     with pytest.raises(ValueError, match="validation set holds 1 record"):
         score.score_pool(model, tok, proc, pool, _with_status(val, {0: "empty_answer"}), tmp_path / "v.parquet",
-                         progress=False)
+                         step=SGD, progress=False)
 
 
 def test_over_long_samples_are_marked_too_long_and_counted(tmp_path, scoring):
@@ -410,7 +413,7 @@ def test_over_long_samples_are_marked_too_long_and_counted(tmp_path, scoring):
     cut = sorted(lengths)[len(lengths) // 2]
     assert min(lengths) <= cut < max(lengths)
     frame = score.score_pool(model, tok, proc, pool, val, tmp_path / "s.parquet", part_size=5, max_length=cut,
-                             progress=False)
+                             step=SGD, progress=False)
     assert len(frame) == len(pool)
     assert frame["status"].tolist() == ["ok" if n <= cut else "skipped:too_long" for n in lengths]
     assert frame["utility"][frame["status"] == "ok"].notna().all()
@@ -440,11 +443,11 @@ def test_one_nonfinite_sample_does_not_poison_its_batch(tmp_path, scoring, metho
     rows = pool.to_list()
     rows[3] = {**rows[3], "question": rows[3]["question"] + " " + marker}
     with_bad = data.to_dataset(rows)
-    frame = score.score_pool(poisoned, tok, proc, with_bad, val, tmp_path / "s.parquet", method=method,
+    frame = score.score_pool(poisoned, tok, proc, with_bad, val, tmp_path / "s.parquet", step=SGD.with_(method=method),
                              part_size=len(pool), batch_size=len(pool), progress=False)   # all in one batch
     assert frame["status"].tolist() == ["ok"] * 3 + ["nonfinite"] + ["ok"] * (len(pool) - 4)
     others = [i for i in range(len(pool)) if i != 3]
-    clean = score.score_pool(poisoned, tok, proc, pool.select(others), val, tmp_path / "c.parquet", method=method,
+    clean = score.score_pool(poisoned, tok, proc, pool.select(others), val, tmp_path / "c.parquet", step=SGD.with_(method=method),
                              part_size=len(pool), batch_size=len(pool), progress=False)
     np.testing.assert_allclose(frame["utility"][others], clean["utility"], rtol=1e-4, atol=1e-9)
     assert validate.report(frame)["by_status"]["nonfinite"] == 1
@@ -467,7 +470,7 @@ def on_disk(tmp_path_factory, records, tokenizer, processor):
 
 def _cli(folder, out, *extra):
     return ["--model", str(folder / "model"), "--pool", str(folder / "pool"), "--out", str(out),
-            "--part-size", "2", "--batch-size", "2", *extra]
+            "--part-size", "2", "--batch-size", "2", "--optimizer", "sgd", *extra]
 
 
 def test_sigkill_mid_run_then_rerun_gives_the_uninterrupted_file(tmp_path, on_disk):
@@ -508,7 +511,7 @@ def test_a_changed_or_half_written_score_file_is_not_taken_as_finished(tmp_path,
     from ost import score
     model, tok, proc, pool, val = scoring
     out = tmp_path / "s.parquet"
-    score.score_pool(model, tok, proc, pool, val, out, part_size=5, progress=False)
+    score.score_pool(model, tok, proc, pool, val, out, part_size=5, step=SGD, progress=False)
     assert len(score.read_scores(out)) == len(pool)
     whole = out.read_bytes()
     out.write_bytes(whole[: len(whole) // 2])
@@ -525,7 +528,7 @@ def test_same_parameters_give_byte_identical_scores_and_subsets(tmp_path, scorin
     for run in ("a", "b"):
         out = tmp_path / run / "scores.parquet"
         out.parent.mkdir()
-        frame = score.score_pool(model, tok, proc, pool, val, out, part_size=5, seed=3, progress=False)
+        frame = score.score_pool(model, tok, proc, pool, val, out, part_size=5, seed=3, step=SGD, progress=False)
         utility = frame.set_index("id")["utility"].where(frame.set_index("id")["status"] == "ok")
         subsets = {select.subset_name("ost", f): select.top_fraction(utility, f) for f in (0.2, 0.5)}
         select.membership(subsets, frame["id"]).to_parquet(tmp_path / run / "subsets.parquet")
@@ -536,7 +539,7 @@ def test_same_parameters_give_byte_identical_scores_and_subsets(tmp_path, scorin
     assert meta["seed"] == 3 and meta["settings"]["seed"] == 3 and meta["rows"] == len(pool)
     manifest = json.loads(score.manifest_path(files[0]).read_text())
     assert manifest["seed"] == 3 and manifest["status"] == {"ok": len(pool)}
-    other = score.score_pool(model, tok, proc, pool, val, tmp_path / "c.parquet", part_size=5, seed=4, progress=False)
+    other = score.score_pool(model, tok, proc, pool, val, tmp_path / "c.parquet", part_size=5, seed=4, step=SGD, progress=False)
     assert json.loads(pq.read_schema(tmp_path / "c.parquet").metadata[b"ost"])["seed"] == 4
     assert other["utility"].tolist() == frame["utility"].tolist()         # scoring draws no random numbers
 
@@ -551,7 +554,8 @@ def test_your_own_data_end_to_end_every_record_accounted_for(tmp_path, on_disk, 
     datasets.DatasetDict({"pool": pool, "validation": data.to_dataset(records[40:44])}).save_to_disk(
         str(tmp_path / "mine"))
     out = tmp_path / "scores.parquet"
-    score.main(["--model", str(on_disk / "model"), "--pool", str(tmp_path / "mine"), "--out", str(out)])
+    score.main(["--model", str(on_disk / "model"), "--pool", str(tmp_path / "mine"), "--out", str(out),
+                "--optimizer", "sgd"])
     frame = score.read_scores(out)
     assert frame["id"].tolist() == pool["id"] and len(frame) == len(recs)
     assert frame["status"].tolist() == ["ok", "skipped:image_missing", "ok", "ok"]

@@ -74,6 +74,17 @@ def test_ifd_divides_by_the_answer_alone_and_ranks_over_one_last(pool, tiny, tok
     assert (ppl.extra["ifd"] > 1).equals(ifd > 1) and ppl.scores[ifd > 1].isna().all()
 
 
+def test_ost_paper_is_the_plain_first_order_sgd_utility(pool, tiny, tokenizer, processor, records):
+    from ost import score
+    from ost.step import PAPER
+    val = data.to_dataset(records[24:30])
+    s = baselines.ost_paper_scores(tiny, tokenizer, processor, pool, val)
+    _check(s, pool)
+    assert s.name == "ost-paper" and s.flops > 0 and s.extra["step"] == PAPER.as_dict()
+    want = score.score_samples(tiny, tokenizer, processor, pool, val, step=PAPER)
+    np.testing.assert_allclose(s.scores.to_numpy(), want.to_numpy(), rtol=1e-6)
+
+
 def test_diversity_pass_keeps_the_best_of_near_copies():
     scores = pd.Series([4.0, 3.0, 2.0, 1.0], index=["a", "b", "c", "d"])
     emb = np.array([[1, 0], [1, 0.01], [0, 1], [0.6, 0.8]], dtype="float32")

@@ -5,7 +5,10 @@ import pandas as pd
 import pytest
 
 from ost import data, models, score
+from ost.step import Step
 from conftest import TINY
+
+SGD = Step(optimizer="sgd")     # an untrained model has no warm-up state to continue
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +25,7 @@ def _md5(path):
 def test_every_id_scored_once_and_resume_gives_the_same_file(tmp_path, setup):
     model, tok, proc, pool, val = setup
     out = tmp_path / "scores.parquet"
-    frame = score.score_pool(model, tok, proc, pool, val, out, part_size=4, batch_size=3, progress=False)
+    frame = score.score_pool(model, tok, proc, pool, val, out, part_size=4, batch_size=3, step=SGD, progress=False)
     assert frame["id"].tolist() == pool["id"] and set(frame["status"]) == {"ok"}
     assert list(frame.columns) == list(score.COLUMNS)
     first = _md5(out)
@@ -30,7 +33,7 @@ def test_every_id_scored_once_and_resume_gives_the_same_file(tmp_path, setup):
     assert len(parts) == 3
     parts[1].unlink()                                            # as if killed before part 1 finished
     (parts[1].parent / (parts[1].name + ".tmp999")).write_bytes(b"half a file")
-    again = score.score_pool(model, tok, proc, pool, val, out, part_size=4, batch_size=3, progress=False)
+    again = score.score_pool(model, tok, proc, pool, val, out, part_size=4, batch_size=3, step=SGD, progress=False)
     assert _md5(out) == first
     pd.testing.assert_frame_equal(frame, again)
 
@@ -38,9 +41,9 @@ def test_every_id_scored_once_and_resume_gives_the_same_file(tmp_path, setup):
 def test_other_settings_refuse_old_parts(tmp_path, setup):
     model, tok, proc, pool, val = setup
     out = tmp_path / "scores.parquet"
-    score.score_pool(model, tok, proc, pool, val, out, part_size=5, progress=False)
+    score.score_pool(model, tok, proc, pool, val, out, part_size=5, step=SGD, progress=False)
     with pytest.raises(ValueError, match="other settings"):
-        score.score_pool(model, tok, proc, pool, val, out, part_size=5, lr=1e-2, progress=False)
+        score.score_pool(model, tok, proc, pool, val, out, part_size=5, step=SGD.with_(lr=1e-2), progress=False)
 
 
 def test_nonfinite_is_a_status_not_a_drop(tmp_path, setup):
@@ -53,7 +56,7 @@ def test_nonfinite_is_a_status_not_a_drop(tmp_path, setup):
     poisoned = copy.deepcopy(model)
     with torch.no_grad():
         poisoned.lm_head.weight[0, 0] = float("nan")
-    frame = score.score_pool(poisoned, tok, proc, pool, val, tmp_path / "s.parquet", part_size=5, progress=False)
+    frame = score.score_pool(poisoned, tok, proc, pool, val, tmp_path / "s.parquet", part_size=5, step=SGD, progress=False)
     assert frame["id"].tolist() == pool["id"] and set(frame["status"]) == {"nonfinite"}
 
 
@@ -66,7 +69,8 @@ def test_two_processes_give_the_same_file_as_one(tmp_path, setup):
     folder = models.save(tmp_path / "model", model, tok, proc)
     dd = data.datasets.DatasetDict({"pool": pool, "validation": val, "test": val})
     dd.save_to_disk(str(tmp_path / "pool"))
-    args = ["--model", str(folder), "--pool", str(tmp_path / "pool"), "--part-size", "3", "--batch-size", "2"]
+    args = ["--model", str(folder), "--pool", str(tmp_path / "pool"), "--part-size", "3", "--batch-size", "2",
+            "--optimizer", "sgd"]
     one = tmp_path / "one.parquet"
     score.main(args + ["--out", str(one)])
     two = tmp_path / "two.parquet"
@@ -92,13 +96,13 @@ def test_cli_continues_the_warmup_adam_state_from_disk(tmp_path, setup, records)
     folder = models.save(tmp_path / "model", model, tok, proc)
     data.datasets.DatasetDict({"pool": pool, "validation": val, "test": val}).save_to_disk(str(tmp_path / "pool"))
     score.main(["--model", str(folder), "--pool", str(tmp_path / "pool"), "--out", str(tmp_path / "cli.parquet"),
-                "--optimizer", "adam", "--adam-state", str(tmp_path / "adam_state.pt"), "--part-size", "4"])
-    here = score.score_pool(model, tok, proc, pool, val, tmp_path / "here.parquet", optimizer="adam",
-                            adam_state=log["adam_state"], part_size=4, progress=False)
+                "--adam-state", str(tmp_path / "adam_state.pt"), "--part-size", "4"])
+    here = score.score_pool(model, tok, proc, pool, val, tmp_path / "here.parquet", warm_state=log["adam_state"],
+                            part_size=4, progress=False)
     cli = pd.read_parquet(tmp_path / "cli.parquet")
     assert set(cli["status"]) == {"ok"}
     pd.testing.assert_series_equal(cli["utility"], here["utility"], rtol=1e-5)
-    fresh = score.score_pool(model, tok, proc, pool, val, tmp_path / "fresh.parquet", optimizer="adam",
+    fresh = score.score_pool(model, tok, proc, pool, val, tmp_path / "fresh.parquet", step=Step(continue_warmup=False),
                              part_size=4, progress=False)
     assert not fresh["utility"].equals(here["utility"])
 
@@ -108,23 +112,23 @@ def test_parts_of_another_model_are_never_reused(tmp_path, setup):
     import torch
     model, tok, proc, pool, val = setup
     out = tmp_path / "s.parquet"
-    first = score.score_pool(model, tok, proc, pool, val, out, part_size=5, progress=False)
+    first = score.score_pool(model, tok, proc, pool, val, out, part_size=5, step=SGD, progress=False)
     other = copy.deepcopy(model)
     with torch.no_grad():
         other.lm_head.weight.mul_(1.5)
     with pytest.raises(ValueError, match="inputs"):
-        score.score_pool(other, tok, proc, pool, val, out, part_size=5, progress=False)
-    again = score.score_pool(other, tok, proc, pool, val, out, part_size=5, progress=False, overwrite=True)
+        score.score_pool(other, tok, proc, pool, val, out, part_size=5, step=SGD, progress=False)
+    again = score.score_pool(other, tok, proc, pool, val, out, part_size=5, step=SGD, progress=False, overwrite=True)
     assert not np.allclose(again["utility"], first["utility"])
     assert again["utility"].tolist() == score.score_pool(other, tok, proc, pool, val, tmp_path / "t.parquet",
-                                                         part_size=5, progress=False)["utility"].tolist()
+                                                         part_size=5, step=SGD, progress=False)["utility"].tolist()
 
 
 def test_a_validation_set_overlapping_the_pool_is_refused(tmp_path, setup, records):
     model, tok, proc, pool, val = setup
     renamed = data.to_dataset([{**records[3], "id": "val-copy"}] + records[10:12])    # same content, new id
     with pytest.raises(ValueError, match="overlaps the pool in 1 sample"):
-        score.score_pool(model, tok, proc, pool, renamed, tmp_path / "s.parquet", progress=False)
+        score.score_pool(model, tok, proc, pool, renamed, tmp_path / "s.parquet", step=SGD, progress=False)
     with pytest.raises(ValueError, match="overlaps"):
-        score.score_pool(model, tok, proc, pool, pool.select([0]), tmp_path / "s.parquet", progress=False)
+        score.score_pool(model, tok, proc, pool, pool.select([0]), tmp_path / "s.parquet", step=SGD, progress=False)
     assert data.overlap(pool, val) == []

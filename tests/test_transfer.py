@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from ost import transfer
+from ost.step import Step
 from conftest import saved_tiny
 
 
@@ -15,11 +16,13 @@ def setup(tmp_path_factory, records, tokenizer, processor):
 def test_settings_give_the_same_utilities_in_workers(setup):
     folder, dd = setup
     ids = dd["pool"]["id"]
-    warm_up = dict(warm_ids=ids[:8], epochs=1.0, lr=1e-2, batch_size=4, seed=0, keep_state=True)
-    settings = {"saved, exact": dict(model=folder, rows=[1, 5, 9, 13], lr=1e-3, method="exact"),
-                "warmed, first order": dict(model=folder, warm_up=warm_up, rows=list(range(8, 24)), lr=1e-3),
+    warm_up = dict(warm_ids=ids[:8], epochs=1.0, lr=1e-2, batch_size=4, seed=0)
+    step = Step(lr=1e-3)       # continues each warm-up's Adam state
+    settings = {"saved, exact": dict(model=folder, rows=[1, 5, 9, 13],
+                                     step=step.with_(method="exact", continue_warmup=False)),
+                "warmed, first order": dict(model=folder, warm_up=warm_up, rows=list(range(8, 24)), step=step),
                 "warmed longer": dict(model=folder, warm_up={**warm_up, "epochs": 2.0}, rows=list(range(8, 24)),
-                                      lr=1e-3)}
+                                      step=step)}
     serial = transfer.score_settings(dd, settings, workers=1, progress=False)
     assert torch.get_num_threads() == 2                         # one thread while scoring, then given back
     parallel = transfer.score_settings(dd, settings, workers=2, progress=False)

@@ -9,9 +9,10 @@ from torch import nn
 
 from conftest import TINY
 from ost import collate, models, utility
+from ost.train import frozen_vision
 from ost.utility import one_step_utility
 
-BACKENDS = ["jvp", "double_backward", "loop"]
+BACKENDS = list(utility.BACKENDS)
 
 
 # ---------------------------------------------------------------- helpers
@@ -273,3 +274,54 @@ def test_tied_weights_first_order(tied_setup, backend):
     want = torch.stack([0.5 * gval @ g for g in gis])
     got = one_step_utility(model, train, val, ce, lr=0.5, backend=backend)
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+# ---------------------------------------------------------------- 7. normalised step (unit-length g_i)
+
+def test_normalized_exact_is_a_step_on_the_unit_gradient(mlp_setup):
+    model, train, val = mlp_setup
+    gval, gis = brute_grads(model, train, val, mse)
+    got = one_step_utility(model, train, val, mse, lr=1e-6, method="exact", normalize=True)
+    first = one_step_utility(model, train, val, mse, lr=1e-6, normalize=True)
+    want = torch.stack([1e-6 * gval @ g / g.norm() for g in gis])
+    torch.testing.assert_close(first, want, rtol=1e-9, atol=1e-15)
+    torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-12)     # a tiny step: exact ≈ linear
+    # the gradient's length no longer counts: a loss 5x as large scales u by 5 (through g_val) not 25
+    scaled = lambda m, b: 5.0 * mse(m, b)
+    torch.testing.assert_close(one_step_utility(model, train, val, scaled, lr=1e-6, normalize=True), 5 * first)
+    torch.testing.assert_close(one_step_utility(model, train, val, scaled, lr=1e-6),
+                               25 * one_step_utility(model, train, val, mse, lr=1e-6))
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adam_state"])
+def test_normalized_first_order_ranks_like_exact(opt):
+    model, train, val = make_mlp(seed=3), make_data([8] * 5, seed=4), make_data([6, 10], seed=5)
+    state = None
+    if opt == "adam_state":
+        model, state = warmed_adam(model, train, mse, steps=200, lr=1e-3)
+    kw = dict(lr=1e-4, optimizer="sgd" if opt == "sgd" else "adam", adam_state=state, normalize=True)
+    fo = one_step_utility(model, train, val, mse, **kw)
+    ex = one_step_utility(model, train, val, mse, method="exact", **kw)
+    assert spearmanr(fo.numpy(), ex.numpy()).statistic >= 0.99
+
+
+@pytest.mark.parametrize("backend", ["per_sample", "jvp"])
+def test_normalized_first_order_on_tiny_qwen_matches_the_exact_step(qwen, backend):
+    """The fast path (every g_i from one backward per batch) and the per-sample loop give the same
+    normalised utility as its definition, and the exact normalised step with a small lr agrees."""
+    model, train, val = qwen
+    loss = collate.per_sample_loss
+    with frozen_vision(model):      # as OST scores: the merger trains, the tower does not
+        params = [p for p in model.parameters() if p.requires_grad]
+        flat = lambda gs: torch.cat([g.reshape(-1) for g in gs])
+        gval = flat(utility.val_gradient(model, val, loss))
+        gis = [flat(utility._grads(l, params, retain_graph=True)) for b in train for l in loss(model, b)]
+        fast = one_step_utility(model, train, val, loss, lr=1e-4, normalize=True, backend=backend)
+        assert utility.last_path == backend
+        exact = one_step_utility(model, train, val, loss, lr=1e-4, normalize=True, method="exact")
+    want = torch.stack([1e-4 * gval @ g / g.norm() for g in gis]).double()
+    torch.testing.assert_close(fast, want, rtol=1e-4, atol=1e-9)
+    torch.testing.assert_close(exact, fast, rtol=0.05, atol=1e-7)
+    with pytest.warns(UserWarning, match="'per_sample' failed"):   # the tower's Conv3d has no rule: the loop
+        u = one_step_utility(model, train, val, loss, lr=1e-4, normalize=True)
+    assert utility.last_path == "jvp" and torch.isfinite(u).all()

@@ -1,0 +1,163 @@
+"""Every sample's gradient from one forward and one backward pass of its batch, read off the layers.
+
+A batch's backward sums its samples' gradients, but each layer sees every sample separately: for a linear
+layer y = W a + b, sample i's gradient is Σ_t G_it a_itᵀ (G: the loss gradient at y, t: its positions);
+for an embedding, G scattered into the rows of the tokens the sample used; for a norm layer's gain,
+Σ_t G_it ⊙ x̂_it (x̂ the normalised input). So one pass gives every g_i, and with it the two numbers a
+normalised one-step utility needs: ⟨d, g_i⟩ and ‖g_i‖ (the per-sample loop takes one backward per sample).
+
+Rows of the vision merger carry no batch axis (Qwen2-VL concatenates every image's patches); they are
+given to their sample through the batch's `image_grid_thw`. A trainable parameter of any other kind of
+layer raises NotImplementedError, so a caller can fall back to `norms_by_loop` (one backward per sample,
+the reference the fast form is tested against).
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _is_rms_norm(m) -> bool:
+    return (hasattr(m, "variance_epsilon") and isinstance(getattr(m, "weight", None), nn.Parameter)
+            and getattr(m, "bias", None) is None and m.weight.dim() == 1)
+
+
+def _owners(model, params):
+    """{module: trainable parameter names} for the layers above; NotImplementedError for any other."""
+    wanted, owners, seen = {id(p) for p in params}, {}, set()
+    for m in model.modules():
+        mine = [(n, p) for n, p in m.named_parameters(recurse=False) if id(p) in wanted]
+        if not mine:
+            continue
+        if not isinstance(m, (nn.Linear, nn.Embedding, nn.LayerNorm)) and not _is_rms_norm(m):
+            raise NotImplementedError(f"no per-sample gradient rule for a trainable {type(m).__name__}")
+        owners[m] = mine
+        seen |= {id(p) for _, p in mine}
+    if seen != wanted:
+        raise NotImplementedError("some trainable parameters belong to no module")
+    return owners
+
+
+def _image_segments(model, batch, n_rows):
+    """[(sample, first row, end row)] of a row-stacked vision activation of n_rows rows."""
+    grid = batch.get("image_grid_thw")
+    token = getattr(model.config, "image_token_id", None)
+    if grid is None or token is None:
+        raise NotImplementedError("rows without a batch axis and no image grid to attribute them")
+    patches = grid.prod(-1).tolist()
+    owners = torch.nonzero((batch["input_ids"] == token).any(-1)).flatten().tolist()
+    total = sum(patches)
+    if len(owners) != len(patches) or any(p * n_rows % total for p in patches):
+        raise NotImplementedError("cannot attribute vision rows to samples")
+    out, start = [], 0
+    for b, p in zip(owners, patches):
+        rows = p * n_rows // total
+        out.append((b, start, start + rows))
+        start += rows
+    if start != n_rows:
+        raise NotImplementedError("vision rows do not split by image")
+    return out
+
+
+def _sum_rows(t, n, segments):
+    """(n, *feature) per-sample sums of t: t is (n, …, feature) with a batch axis, or rows with segments."""
+    if segments is None:
+        return t.reshape(n, -1, *t.shape[-1:]).sum(1)
+    out = t.new_zeros(n, *t.shape[1:])
+    for b, r0, r1 in segments:
+        out[b] += t[r0:r1].sum(0)
+    return out
+
+
+def _outer(g, a, n, segments):
+    """(n, out, in) per-sample Σ_t g_t a_tᵀ."""
+    if segments is None:
+        return torch.bmm(g.reshape(n, -1, g.shape[-1]).transpose(1, 2), a.reshape(n, -1, a.shape[-1]))
+    out = g.new_zeros(n, g.shape[-1], a.shape[-1])
+    for b, r0, r1 in segments:
+        out[b] += g[r0:r1].T @ a[r0:r1]
+    return out
+
+
+def _layer_grads(m, x, g, n, segments) -> dict:
+    """{parameter name: (n, *shape)} of one layer call, from its input x and the loss gradient g at its output."""
+    if isinstance(m, nn.Linear):
+        out = {"weight": _outer(g, x, n, segments)}
+        if m.bias is not None:
+            out["bias"] = _sum_rows(g, n, segments)
+        return out
+    if isinstance(m, nn.Embedding):
+        if segments is not None:
+            raise NotImplementedError("an embedding without a batch axis")
+        ids, v = x.reshape(n, -1), m.num_embeddings
+        w = g.new_zeros(n * v, g.shape[-1])
+        w.index_add_(0, (ids + v * torch.arange(n, device=ids.device)[:, None]).reshape(-1), g.reshape(-1, g.shape[-1]))
+        w = w.view(n, v, -1)
+        if m.padding_idx is not None:
+            w[:, m.padding_idx] = 0
+        return {"weight": w}
+    if isinstance(m, nn.LayerNorm):
+        xhat = F.layer_norm(x, m.normalized_shape, eps=m.eps)
+        out = {"weight": _sum_rows(g * xhat, n, segments)}
+        if m.bias is not None:
+            out["bias"] = _sum_rows(g, n, segments)
+        return out
+    h = x.to(torch.float32)                         # RMSNorm, as Qwen2's computes it
+    xhat = (h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + m.variance_epsilon)).to(x.dtype)
+    return {"weight": _sum_rows(g * xhat, n, segments)}
+
+
+def gradients(model, batch, loss_fn, params) -> tuple:
+    """(per-sample losses (B,), [per-sample gradient (B, *p.shape) for p in params]) from one pass."""
+    owners = _owners(model, params)
+    vision = {m for name, sub in model.named_modules() if name.split(".")[-1] == "visual" for m in sub.modules()}
+    calls = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: calls.append((mod, inp[0].detach(), out)))
+             for m in owners]
+    try:
+        with torch.enable_grad():
+            losses = loss_fn(model, batch)
+    finally:
+        for h in hooks:
+            h.remove()
+    n = losses.shape[0]
+    outs = torch.autograd.grad(losses.sum(), [out for _, _, out in calls], allow_unused=True)
+    index = {id(p): k for k, p in enumerate(params)}
+    grads = [torch.zeros(n, *p.shape, dtype=p.dtype, device=p.device) for p in params]
+    for (m, x, out), g in zip(calls, outs):
+        if g is None:
+            continue
+        segments = _image_segments(model, batch, x.shape[0]) if m in vision else None
+        if segments is None and x.shape[0] != n:
+            raise NotImplementedError(f"a {type(m).__name__} input without the batch axis first")
+        layer = _layer_grads(m, x, g.detach(), n, segments)
+        for name, p in owners[m]:
+            grads[index[id(p)]] += layer[name]
+    return losses.detach(), grads
+
+
+def dots_and_norms(model, batch, loss_fn, params, d) -> tuple:
+    """(losses, ⟨d, g_i⟩, ‖g_i‖), each float64 (B,), from one forward and one backward pass."""
+    losses, grads = gradients(model, batch, loss_fn, params)
+    dots = sum((g.double() * dp.double()).flatten(1).sum(1) for g, dp in zip(grads, d))
+    norms = torch.sqrt(sum((g.double() ** 2).flatten(1).sum(1) for g in grads))
+    return losses.double(), dots, norms
+
+
+def norms_by_loop(model, batch, loss_fn, params) -> torch.Tensor:
+    """float64 (B,): ‖g_i‖ over `params`, one backward per sample (any model, slow)."""
+    with torch.enable_grad():
+        losses = loss_fn(model, batch)
+        out = []
+        for b in range(losses.shape[0]):
+            gs = torch.autograd.grad(losses[b], params, retain_graph=b + 1 < losses.shape[0], allow_unused=True)
+            out.append(torch.sqrt(sum((g.double() ** 2).sum() for g in gs if g is not None)))
+    return torch.stack(out) if out else torch.zeros(0, dtype=torch.float64)
+
+
+def norms(model, batch, loss_fn, params) -> torch.Tensor:
+    """float64 (B,) ‖g_i‖: from one pass where every trainable layer has a rule, else by the loop."""
+    try:
+        losses, grads = gradients(model, batch, loss_fn, params)
+    except NotImplementedError:
+        return norms_by_loop(model, batch, loss_fn, params)
+    return torch.sqrt(sum((g.double() ** 2).flatten(1).sum(1) for g in grads))

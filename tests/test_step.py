@@ -1,0 +1,66 @@
+"""ost.Step: one typed step, and one default everywhere it is named."""
+import ast
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import ost
+from ost import score
+from ost.paths import NOTEBOOKS
+from ost.step import DEFAULT, PAPER, Step
+
+
+def test_bad_settings_are_refused_by_name():
+    with pytest.raises(ValueError, match="method"):
+        Step(method="second_order")
+    with pytest.raises(ValueError, match="optimizer"):
+        Step(optimizer="lion")
+    with pytest.raises(ValueError, match="lr"):
+        Step(lr=0.0)
+    with pytest.raises(TypeError, match="unknown Step setting.*'step_lr'"):
+        Step.from_dict({"step_lr": 1e-4})
+    assert Step.from_dict(DEFAULT.as_dict()) == DEFAULT
+
+
+def test_adam_state_follows_continue_warmup():
+    state = {"state": {}, "param_groups": []}
+    assert Step().adam_state(state) is state
+    assert Step(continue_warmup=False).adam_state(state) is None
+    assert PAPER.adam_state(state) is None and PAPER.optimizer == "sgd" and not PAPER.normalize
+    with pytest.raises(ValueError, match="no state was given"):
+        Step().adam_state(None)
+
+
+def test_utility_is_one_step_utility_with_these_settings():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1).double()
+    x, y = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
+    loss = lambda m, b: (m(b[0]).squeeze(-1) - b[1]) ** 2
+    step = Step(optimizer="sgd", lr=0.1, normalize=True)
+    want = ost.one_step_utility(model, [(x, y)], [(x, y)], loss, lr=0.1, normalize=True)
+    torch.testing.assert_close(step.utility(model, [(x, y)], [(x, y)], loss), want)
+
+
+def _notebook_parameters(name):
+    nb = json.loads((NOTEBOOKS / name).read_text())
+    cell = next(c for c in nb["cells"] if "parameters" in c["metadata"].get("tags", []))
+    return {t.id: ast.literal_eval(n.value) for n in ast.parse("".join(cell["source"])).body
+            for t in n.targets}
+
+
+def test_the_default_step_is_the_same_in_the_notebook_and_the_cli():
+    p = _notebook_parameters("02_score_utility.ipynb")
+    assert Step(method=p["method"], optimizer=p["optimizer"], lr=p["lr"], normalize=p["normalize"],
+                continue_warmup=p["continue_warmup"]) == DEFAULT
+    d = vars(score.parser().parse_args(["--model", "m", "--pool", "p", "--out", "o"]))
+    assert Step(method=d["method"], optimizer=d["optimizer"], lr=d["lr"], normalize=d["normalize"],
+                continue_warmup=not d["fresh_adam"]) == DEFAULT
+
+
+def test_the_package_exports_what_a_user_needs():
+    for name in ("Step", "one_step_utility", "score_pool", "score_samples", "top_fraction", "toxic_flags"):
+        assert callable(getattr(ost, name))
+    with pytest.raises(AttributeError):
+        ost.not_a_name
