@@ -8,8 +8,8 @@ slow exact form), the validation gradient g_val and the warm-up's Adam state (D 
 * `cosine`:           ⟨g_val, g_i⟩ / ‖g_val‖‖g_i‖  direction only, as LESS normalises
 * `warm_adam_unit`:   ⟨g_val / D, g_i / ‖g_i‖⟩     the default's preconditioning on a unit-length gradient
 * `fresh_adam_sign`:  ⟨g_val, sign(g_i)⟩           first order of a fresh Adam's first step (−lr·sign g_i)
-* `unit_both`:        ⟨ĝ_val / D, g_i / ‖g_i‖⟩    as `warm_adam_unit`, with ĝ_val = mean_j g_j / ‖g_j‖: every
-                                                  validation sample gets one vote, as LESS normalises both sides
+* `unit_val_only`:    ⟨ĝ_val / D, g_i⟩            ĝ_val = mean_j g_j / ‖g_j‖: every validation sample votes once
+* `unit_both`:        ⟨ĝ_val / D, g_i / ‖g_i‖⟩    both sides at unit length, as LESS normalises (`ost.step.DEFAULT`)
 * `low_loss`:         −loss_i                     the loss filter, for reference
 
 A sample of `--n-exact` is also scored with the exact fresh-Adam and warm-Adam steps, to say how well the
@@ -30,8 +30,10 @@ import yaml
 from scipy.stats import spearmanr
 
 from ost import collate, data, metrics, pool, select, train, transfer, utility
+from ost.step import DEFAULT, Step
 
-VARIANTS = ("sgd", "warm_adam", "cosine", "warm_adam_unit", "fresh_adam_sign", "unit_both", "low_loss")
+VARIANTS = ("sgd", "warm_adam", "cosine", "warm_adam_unit", "fresh_adam_sign", "unit_val_only", "unit_both",
+            "low_loss")
 
 
 def _each_gradient(model, batches, params):
@@ -76,6 +78,7 @@ def per_sample_scores(model, batches, gval, adam_state, gval_unit):
         cols["cosine"].append(dot / (gval_n * norm) if norm > 0 else 0.0)
         cols["warm_adam_unit"].append(dot_pre / norm if norm > 0 else 0.0)
         cols["fresh_adam_sign"].append(float(sum((a.double() * c.sign()).sum() for a, c in zip(gval, g))))
+        cols["unit_val_only"].append(dot_both)
         cols["unit_both"].append(dot_both / norm if norm > 0 else 0.0)
         cols["low_loss"].append(-float(loss.detach()))
     return {v: np.array(x) for v, x in cols.items()}
@@ -136,31 +139,26 @@ def main(argv=None):
                                        lr=1e-4, optimizer="adam", adam_state=log["adam_state"]).numpy()
         out["library_first_order_seconds_per_1000"] = (time.perf_counter() - start) / len(scored) * 1000
         out["spearman_warm_adam_vs_library"] = float(spearmanr(scores["warm_adam"], lib)[0])
-        start = time.perf_counter()      # the library's normalised step: every g_i from one backward per batch
-        lib_unit = utility.one_step_utility(model, collate.batches(scored, col, 32), val_b, collate.per_sample_loss,
-                                            lr=1e-4, optimizer="adam", adam_state=log["adam_state"],
-                                            normalize=True).numpy()
-        out["library_unit_seconds_per_1000"] = (time.perf_counter() - start) / len(scored) * 1000
-        out["library_unit_path"] = utility.last_path
-        out["spearman_warm_adam_unit_vs_library"] = float(spearmanr(scores["warm_adam_unit"], lib_unit)[0])
+        start = time.perf_counter()      # the default step through the library: every g_i from one pass per batch
+        lib_default = DEFAULT.utility(model, collate.batches(scored, col, 32), val_b, collate.per_sample_loss,
+                                      warm_state=log["adam_state"]).numpy()
+        out["library_default_seconds_per_1000"] = (time.perf_counter() - start) / len(scored) * 1000
+        out["library_default_path"] = utility.last_path
+        out["spearman_unit_both_vs_library_default"] = float(spearmanr(scores["unit_both"], lib_default)[0])
         out["epoch_seconds_per_1000"] = log["train_seconds"] / args.epochs / (args.fraction * len(dd["pool"])) * 1000
         few = scored.select(range(min(args.n_exact, len(scored))))
-        start = time.perf_counter()
-        exact = utility.one_step_utility(model, collate.batches(few, col, 32), val_b, collate.per_sample_loss,
-                                         lr=args.step_lr, method="exact", optimizer="adam").numpy()
-        out["exact_fresh_adam_seconds_per_1000"] = (time.perf_counter() - start) / len(few) * 1000
-        exact_warm = utility.one_step_utility(model, collate.batches(few, col, 32), val_b, collate.per_sample_loss,
-                                              lr=args.step_lr, method="exact", optimizer="adam",
-                                              adam_state=log["adam_state"]).numpy()
-        exact_unit = utility.one_step_utility(model, collate.batches(few, col, 32), val_b, collate.per_sample_loss,
-                                              lr=args.step_lr, method="exact", optimizer="adam",
-                                              adam_state=log["adam_state"], normalize=True).numpy()
+        exact = {}
+        for name, step in (("exact_fresh_adam", Step(method="exact", lr=args.step_lr, continue_warmup=False)),
+                           ("exact_warm_adam", Step(method="exact", lr=args.step_lr)),
+                           ("exact_default", DEFAULT.with_(method="exact", lr=args.step_lr))):
+            start = time.perf_counter()
+            exact[name] = step.utility(model, collate.batches(few, col, 32), val_b, collate.per_sample_loss,
+                                       warm_state=log["adam_state"]).numpy()
+            out[f"{name}_seconds_per_1000"] = (time.perf_counter() - start) / len(few) * 1000
     noise, ids = np.asarray(scored["noise"]), list(scored["id"])
     n = len(few)
     out["variants"] = {v: report_of(scores[v], noise, ids) for v in VARIANTS}
-    out["exact_fresh_adam"] = {"n": n, "auroc": metrics.toxic_auroc(exact, noise[:n]),
-                               "spearman": {v: float(spearmanr(exact, scores[v][:n])[0]) for v in VARIANTS}}
-    for name, u in (("exact_warm_adam", exact_warm), ("exact_warm_adam_unit", exact_unit)):
+    for name, u in exact.items():
         out[name] = {"n": n, "auroc": metrics.toxic_auroc(u, noise[:n]),
                      "spearman": {v: float(spearmanr(u, scores[v][:n])[0]) for v in VARIANTS}}
     out["spearman"] = {f"{a}~{b}": float(spearmanr(scores[a], scores[b])[0])
@@ -174,7 +172,7 @@ def main(argv=None):
         a = out["variants"][v]["auroc"]
         print(v, f"{a['all']:.2f}", *[f"{a.get(k, float('nan')):.2f}" for k in kinds],
               f"{out['variants'][v]['top20_noise']:.2f}")
-    for name in ("exact_fresh_adam", "exact_warm_adam", "exact_warm_adam_unit"):
+    for name in exact:
         print(name, {k: round(v, 2) for k, v in out[name]["auroc"].items()},
               {k: round(v, 2) for k, v in out[name]["spearman"].items()})
 

@@ -213,7 +213,7 @@ def score_pool(model, tokenizer, processor, pool, validation, out, *, step=DEFAU
     kwargs = step.kwargs(warm_state)
     if mine and step.method == "first_order":  # one validation pass per call, not per part, none when resuming is done
         with train.frozen_vision(model, freeze_vision):
-            kwargs["val_grad"] = utility.val_gradient(model, val, collate.per_sample_loss)
+            kwargs["val_grad"] = utility.val_gradient(model, val, collate.per_sample_loss, unit_val=step.unit_val)
         if not all(torch.isfinite(g).all() for g in kwargs["val_grad"]):
             warnings.warn("the validation gradient is not finite: every utility will be 'nonfinite'; check the "
                           "model's weights and the validation samples", stacklevel=2)
@@ -251,6 +251,8 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default=DEFAULT.optimizer)
     parser.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=DEFAULT.normalize,
                         help="step on g_i/|g_i| (rank by direction, not gradient size)")
+    parser.add_argument("--unit-val", action=argparse.BooleanOptionalAction, default=DEFAULT.unit_val,
+                        help="every validation sample votes once (its gradient at unit length)")
     parser.add_argument("--fresh-adam", action="store_true",
                         help="adam: start from a fresh state instead of continuing the warm-up's")
     parser.add_argument("--adam-state", type=Path, default=None,
@@ -269,7 +271,7 @@ def main(argv=None):
     args = cli.parse_args(argv)
     model, tok, proc = models.load(args.model)
     step = Step(method=args.method, optimizer=args.optimizer, lr=args.lr, normalize=args.normalize,
-                continue_warmup=not args.fresh_adam)
+                unit_val=args.unit_val, continue_warmup=not args.fresh_adam)
     if step.optimizer == "adam" and step.continue_warmup and not args.adam_state:
         cli.error(f"the step ({step.label}) continues the warm-up's Adam state: pass --adam-state "
                      "(notebook 01 saves it as adam_state.pt next to the proxy), or --fresh-adam, or --optimizer sgd")

@@ -27,8 +27,8 @@ last_path = None        # the first-order backend used by the latest call (one o
 
 
 def one_step_utility(model, train_batches, val_batches, loss_fn, *, lr, method="first_order",
-                     optimizer="sgd", adam_state=None, normalize=False, backend="auto", val_grad=None,
-                     return_loss=False):
+                     optimizer="sgd", adam_state=None, normalize=False, unit_val=False, backend="auto",
+                     val_grad=None, return_loss=False):
     """Utility of every training sample, in iteration order, as a float64 tensor of shape (N,).
 
     loss_fn(model, batch) → per-sample losses (B,). L_val weighs every validation sample equally.
@@ -55,6 +55,10 @@ def one_step_utility(model, train_batches, val_batches, loss_fn, *, lr, method="
     every g_i of a batch from one backward pass, so ⟨d, g_i⟩ and ‖g_i‖ come together); on another
     backend the norms take one backward per sample.
 
+    unit_val: the validation loss weighs each sample by 1/‖g_j‖ (frozen at θ), so its gradient is the
+    mean of the validation samples' unit gradients: every validation sample votes once. Without it,
+    L_val's gradient is dominated by the few samples the proxy gets most wrong.
+
     backend ("auto" or one of BACKENDS) picks the first-order path; "auto" tries them in order.
     val_grad (first order): ∇L_val per trainable parameter from `val_gradient`, for a caller that
     scores one pool in several calls (the validation pass then runs once, not once per call).
@@ -80,9 +84,13 @@ def one_step_utility(model, train_batches, val_batches, loss_fn, *, lr, method="
     model.eval()
     try:
         with torch.enable_grad():
+            weights = _unit_weights(model, val, loss_fn, params) if unit_val and (
+                method == "exact" or val_grad is None) else None
             if method == "exact":
-                u, loss = _exact(model, train_batches, val, loss_fn, params, saved, lr, adam, normalize)
+                u, loss = _exact(model, train_batches, val, loss_fn, params, saved, lr, adam, normalize, weights)
             else:
+                if val_grad is None:
+                    val_grad = _val_loss(model, val, loss_fn, params, weights)[1]
                 u, loss = _first_order(model, train_batches, val, loss_fn, named, lr, adam, backend, val_grad,
                                        normalize)
             return (u, loss) if return_loss else u
@@ -99,13 +107,16 @@ def one_step_utility(model, train_batches, val_batches, loss_fn, *, lr, method="
             setattr(m, k, v)
 
 
-def _val_loss(model, val, loss_fn, params=None):
-    """Mean per-sample val loss (float); with `params`, also its gradient (zeros where unused)."""
+def _val_loss(model, val, loss_fn, params=None, weights=None):
+    """Mean per-sample val loss (float); with `params`, also its gradient (zeros where unused).
+    `weights` (one tensor per val batch) weigh each sample's loss: `_unit_weights`' 1/‖g_j‖."""
     total, n = 0.0, 0
     grad = [torch.zeros_like(p) for p in params] if params is not None else None
-    for batch in val:
+    for k, batch in enumerate(val):
         with torch.set_grad_enabled(params is not None):
             losses = loss_fn(model, batch)
+        if weights is not None:
+            losses = losses * weights[k].to(losses.dtype)
         s = losses.sum()
         total, n = total + float(s.detach().double()), n + losses.numel()
         if params is not None:
@@ -118,14 +129,29 @@ def _val_loss(model, val, loss_fn, params=None):
     return total / n, [g / n for g in grad]
 
 
-def val_gradient(model, val_batches, loss_fn) -> list:
-    """∇L_val for each trainable parameter, in eval mode, for one_step_utility(val_grad=…)."""
+def _unit_weights(model, val, loss_fn, params):
+    """1/‖g_j‖ for every validation sample (one tensor per batch): the weights under which every
+    validation gradient has unit length, so each validation sample votes once whatever its loss."""
+    out = []
+    for batch in val:
+        norm = per_sample.norms(model, batch, loss_fn, params)
+        if not (norm > 0).all():
+            raise ValueError("a validation sample has a zero gradient: unit_val cannot weigh it")
+        out.append(1.0 / norm)
+    return out
+
+
+def val_gradient(model, val_batches, loss_fn, unit_val=False) -> list:
+    """∇L_val for each trainable parameter, in eval mode, for one_step_utility(val_grad=…); with
+    `unit_val`, the mean of the validation samples' unit gradients (one_step_utility's `unit_val`)."""
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
     try:
         with torch.enable_grad():
             params = [p for p in model.parameters() if p.requires_grad]
-            return _val_loss(model, list(val_batches), loss_fn, params)[1]
+            val = list(val_batches)
+            weights = _unit_weights(model, val, loss_fn, params) if unit_val else None
+            return _val_loss(model, val, loss_fn, params, weights)[1]
     finally:
         for m, mode in modes:
             m.training = mode
@@ -142,9 +168,9 @@ def _grads(loss, params, retain_graph=False):
 
 # ---------------------------------------------------------------- exact path
 
-def _exact(model, train_batches, val, loss_fn, params, saved, lr, adam, normalize=False):
+def _exact(model, train_batches, val, loss_fn, params, saved, lr, adam, normalize=False, weights=None):
     """Reference: step the live parameters for each sample, evaluate, restore from `saved`."""
-    base, out, seen = _val_loss(model, val, loss_fn), [], []
+    base, out, seen = _val_loss(model, val, loss_fn, weights=weights), [], []
     for batch in train_batches:
         losses = loss_fn(model, batch)      # all of the batch's gradients before any step touches θ
         seen.append(losses.detach().double())
@@ -158,7 +184,7 @@ def _exact(model, train_batches, val, loss_fn, params, saved, lr, adam, normaliz
                 for i, (p, gi) in enumerate(zip(params, g)):
                     _step(p, gi, lr, None if adam is None else adam[i])
             with torch.no_grad():
-                out.append(base - _val_loss(model, val, loss_fn))
+                out.append(base - _val_loss(model, val, loss_fn, weights=weights))
                 for p, s in zip(params, saved):
                     p.copy_(s)
     return torch.tensor(out, dtype=torch.float64), _cat(seen)
@@ -269,10 +295,8 @@ def _directional_in(path, model, batch, loss_fn, named, d):
                                 for b in range(losses.shape[0])])
 
 
-def _first_order(model, train_batches, val, loss_fn, named, lr, adam, backend, gval=None, normalize=False):
+def _first_order(model, train_batches, val, loss_fn, named, lr, adam, backend, gval, normalize=False):
     global last_path
-    if gval is None:
-        _, gval = _val_loss(model, val, loss_fn, [p for _, p in named])
     d, c = _direction(gval, lr, adam)
     if backend == "auto":
         candidates = ["per_sample", *BACKENDS[:3]] if normalize else list(BACKENDS[:3])

@@ -53,10 +53,10 @@ def _notebook_parameters(name):
 def test_the_default_step_is_the_same_in_the_notebook_and_the_cli():
     p = _notebook_parameters("02_score_utility.ipynb")
     assert Step(method=p["method"], optimizer=p["optimizer"], lr=p["lr"], normalize=p["normalize"],
-                continue_warmup=p["continue_warmup"]) == DEFAULT
+                unit_val=p["unit_val"], continue_warmup=p["continue_warmup"]) == DEFAULT
     d = vars(score.parser().parse_args(["--model", "m", "--pool", "p", "--out", "o"]))
     assert Step(method=d["method"], optimizer=d["optimizer"], lr=d["lr"], normalize=d["normalize"],
-                continue_warmup=not d["fresh_adam"]) == DEFAULT
+                unit_val=d["unit_val"], continue_warmup=not d["fresh_adam"]) == DEFAULT
 
 
 def test_the_package_exports_what_a_user_needs():

@@ -325,3 +325,43 @@ def test_normalized_first_order_on_tiny_qwen_matches_the_exact_step(qwen, backen
     with pytest.warns(UserWarning, match="'per_sample' failed"):   # the tower's Conv3d has no rule: the loop
         u = one_step_utility(model, train, val, loss, lr=1e-4, normalize=True)
     assert utility.last_path == "jvp" and torch.isfinite(u).all()
+
+
+# ---------------------------------------------------------------- 8. every validation sample votes once
+
+def test_unit_val_weighs_each_validation_sample_by_its_gradient_norm(mlp_setup):
+    model, train, val = mlp_setup
+    flat = lambda gs: torch.cat([g.reshape(-1) for g in gs])
+    m = copy.deepcopy(model).eval()         # gradients are taken in eval mode (no dropout)
+    gjs = [flat(torch.autograd.grad(mse(m, b)[j], list(m.parameters()))) for b in val for j in range(len(b[1]))]
+    unit = torch.stack([g / g.norm() for g in gjs]).mean(0)
+    torch.testing.assert_close(flat(utility.val_gradient(model, val, mse, unit_val=True)), unit)
+    _, gis = brute_grads(model, train, val, mse)
+    got = one_step_utility(model, train, val, mse, lr=1e-3, normalize=True, unit_val=True)
+    torch.testing.assert_close(got, torch.stack([1e-3 * unit @ g / g.norm() for g in gis]), rtol=1e-9, atol=1e-15)
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adam_state"])
+def test_the_default_steps_first_order_form_ranks_like_its_exact_form(opt):
+    """normalize + unit_val: the exact step on g_i/|g_i| against the 1/|g_j|-weighted validation loss."""
+    model, train, val = make_mlp(seed=3), make_data([8] * 5, seed=4), make_data([6, 10], seed=5)
+    state = None
+    if opt == "adam_state":
+        model, state = warmed_adam(model, train, mse, steps=200, lr=1e-3)
+    kw = dict(lr=1e-4, optimizer="sgd" if opt == "sgd" else "adam", adam_state=state, normalize=True, unit_val=True)
+    fo = one_step_utility(model, train, val, mse, **kw)
+    ex = one_step_utility(model, train, val, mse, method="exact", **kw)
+    assert spearmanr(fo.numpy(), ex.numpy()).statistic >= 0.99
+
+
+def test_the_default_step_on_tiny_qwen_fast_against_exact(qwen):
+    from ost.step import DEFAULT
+    model, train, val = qwen
+    loss = collate.per_sample_loss
+    warm, state = warmed_adam(model, train, loss, steps=30, lr=1e-3)   # v ≫ g²: the linear form holds
+    with frozen_vision(warm):
+        fast = DEFAULT.utility(warm, train, val, loss, warm_state=state)
+        assert utility.last_path == "per_sample"
+        exact = DEFAULT.with_(method="exact").utility(warm, train, val, loss, warm_state=state)
+    assert spearmanr(fast.numpy(), exact.numpy()).statistic >= 0.99
+    torch.testing.assert_close(exact, fast, rtol=0.1, atol=1e-8)
