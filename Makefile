@@ -16,7 +16,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 BASES := proxy target
 NOTEBOOKS := $(notdir $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb)))
 
-.PHONY: help venv test reproduce readme regime warmup-curve credibility bench lab clean-quick
+.PHONY: help venv test reproduce readme regime warmup-curve step-variants credibility bench lab clean-quick
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -62,6 +62,15 @@ regime: venv ## learning curves of the target: full pool and clean part, 3 lrs x
 
 warmup-curve: venv ## proxy competence vs warm-up length: val exact match, toxic AUROC of OST and the loss filter (~10 min) -> results/$(RUN)/warmup_curve.json
 	$(PY) -m ost.warmup_curve --config configs/$(RUN).yaml --out results/$(RUN)/warmup_curve.json
+
+step-variants: venv ## which one-step ranking finds the toxic samples: every step variant on the main pool and a second pool with 2 new noise kinds (~10 min) -> docs/step_choice.md
+	OMP_NUM_THREADS=1 $(PY) benchmarks/step_variants.py --config configs/$(RUN).yaml --fraction 1.0 --epochs 12 \
+	  --n-score 100000 --out results/$(RUN)/step_variants_competent.json & first=$$!; \
+	OMP_NUM_THREADS=1 $(PY) benchmarks/step_variants.py --config configs/$(RUN).yaml --fraction 1.0 --epochs 12 \
+	  --n-score 100000 --pool-seed 1 --extra-kinds --out results/$(RUN)/step_variants_competent_pool1.json; \
+	second=$$?; wait $$first && test $$second = 0
+	$(PY) benchmarks/step_variants.py --render docs/step_choice.md results/$(RUN)/step_variants_competent.json \
+	  results/$(RUN)/step_variants_competent_pool1.json
 
 credibility: venv ## after reproduce: can the table decide? seed CI, noise gap, a 2-thread base (~12 min), run time -> results/$(RUN)/credibility.json
 	$(PY) -m ost.credibility --config configs/$(RUN).yaml --run $(RUN)
