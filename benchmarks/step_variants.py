@@ -4,9 +4,9 @@ Every variant here is a function of the same per-sample gradients g_i (taken one
 slow exact form), the validation gradient g_val and the warm-up's Adam state (D = √(v̂) + eps, as `ost.utility` forms it):
 
 * `sgd`:              ⟨g_val, g_i⟩                 first-order SGD step (the paper's plain utility)
-* `warm_adam`:        ⟨g_val / D, g_i⟩             first-order step of the warm-up's own Adam (the default)
+* `warm_adam`:        ⟨g_val / D, g_i⟩             first-order step of the warm-up's own Adam (the earlier default)
 * `cosine`:           ⟨g_val, g_i⟩ / ‖g_val‖‖g_i‖  direction only, as LESS normalises
-* `warm_adam_unit`:   ⟨g_val / D, g_i / ‖g_i‖⟩     the default's preconditioning on a unit-length gradient
+* `warm_adam_unit`:   ⟨g_val / D, g_i / ‖g_i‖⟩     warm Adam's preconditioning on a unit-length gradient
 * `fresh_adam_sign`:  ⟨g_val, sign(g_i)⟩           first order of a fresh Adam's first step (−lr·sign g_i)
 * `unit_val_only`:    ⟨ĝ_val / D, g_i⟩            ĝ_val = mean_j g_j / ‖g_j‖: every validation sample votes once
 * `unit_both`:        ⟨ĝ_val / D, g_i / ‖g_i‖⟩    both sides at unit length, as LESS normalises (`ost.step.DEFAULT`)
@@ -114,10 +114,11 @@ def render(reports: dict) -> str:
         epoch = r.get("epoch_seconds_per_1000")
         out += [f"### {title}", "",
                 f"Proxy warmed on {r['settings']['fraction']:.0%} of the pool for {r['settings']['epochs']:g} epochs "
-                f"(validation exact match {r['val_accuracy']:.1%}); {r['n_scored']:,} samples scored "
-                f"(the whole pool).", "",
+                f"(validation exact match {r['val_accuracy']:.1%}); "
+                + (f"{r['n_scored']:,} samples scored." if "n_scored" in r else "every pool sample scored."), "",
                 "| variant | all | " + " | ".join(k.replace("_", " ") for k in kinds)
-                + " | flagged toxic / clean | noise top-20 / top-50 | Spearman with its exact form | s / 1,000 (fast path) |",
+                + " | flagged: toxic (mean of kinds) / clean | noise top-20 / top-50 | Spearman with its exact form"
+                " | s / 1,000 (fast path) |",
                 "|---|" + "---|" * (len(kinds) + 5)]
         for v, rep in r["variants"].items():
             a, f = rep["auroc"], rep["flagged"]
@@ -127,9 +128,11 @@ def render(reports: dict) -> str:
             cost = f"{fast:.1f} ({fast / epoch:.1f}× an epoch)" if fast and epoch else "—"
             bold = "**" if v == "unit_both" else ""
             out.append(f"| {bold}{v}{bold} | {a['all']:.2f} | " + " | ".join(f"{a.get(k, float('nan')):.2f}" for k in kinds)
-                       + f" | {np.mean(toxic):.0%} / {f['clean']:.0%} | {rep['top20_noise']:.0%} / {rep['top50_noise']:.0%}"
+                       + (" | —" if v == "low_loss" else f" | {np.mean(toxic):.0%} / {f['clean']:.0%}")
+                       + f" | {rep['top20_noise']:.0%} / {rep['top50_noise']:.0%}"
                        + f" | {'—' if exact is None else f'{exact:.2f}'} | {cost} |")
-        out += ["", f"One proxy epoch: {epoch:.1f} s per 1,000 samples. Exact forms on the first "
+        out += ["", f"One proxy epoch: {epoch:.1f} s per 1,000 samples; the per-sample loop every row was read from: "
+                f"{r['per_sample_seconds_per_1000']:.0f} s. Exact forms on the first "
                 f"{r['exact_default']['n']} samples: AUROC " + ", ".join(
                     f"{name.replace('_', ' ')} {r[name]['auroc']['all']:.2f}" for name in EXACT_OF.values() if name in r)
                 + ".", ""]
