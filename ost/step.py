@@ -10,7 +10,7 @@ how Δ_i is formed:
 * `unit_val`: the validation side counts each validation sample's gradient with unit length (weights
   1/‖g_j‖), so every validation sample votes once; the plain mean gradient is dominated by the few samples
   the proxy gets most wrong (LESS normalises both sides);
-* `method`: "first_order" (one forward pass per batch) or "exact" (really step and re-evaluate: the reference);
+* `method`: "first_order" (one pass per batch) or "exact" (really step and re-evaluate: the reference);
 * `lr`: the step's learning rate (first order: a scale that does not change the ranking).
 
 `PAPER` is the paper's plain first-order SGD utility; `DEFAULT` is the step the project scores with.
@@ -82,5 +82,5 @@ class Step:
 PAPER = Step(optimizer="sgd", continue_warmup=False)    # the paper's plain first-order utility
 # The project's choice: the warm-up's own Adam step, both sides at unit length. Chosen on the main pool
 # with a competent proxy and checked unchanged on a second pool with two noise kinds it never had
-# (benchmarks/step_variants.py; docs/results.md has the table).
+# (`make step-variants`; docs/step_choice.md has the table).
 DEFAULT = Step(normalize=True, unit_val=True)
