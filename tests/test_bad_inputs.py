@@ -482,11 +482,12 @@ def test_sigkill_mid_run_then_rerun_gives_the_uninterrupted_file(tmp_path, on_di
 
     from ost import paths, score
     n_parts = 20
-    whole = tmp_path / "whole.parquet"
-    score.main(_cli(on_disk, whole))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(paths.ROOT)}
+    whole = tmp_path / "whole.parquet"      # the uninterrupted run, on the same one thread as the killed one
+    subprocess.run([sys.executable, "-m", "ost.score", *_cli(on_disk, whole)], cwd=paths.ROOT, env=env,
+                   capture_output=True, text=True, timeout=240, check=True)
     out = tmp_path / "killed.parquet"
     parts = tmp_path / "killed.parquet.parts"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(paths.ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "ost.score", *_cli(on_disk, out)], cwd=paths.ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
