@@ -71,10 +71,11 @@ def test_two_processes_give_the_same_file_as_one(tmp_path, setup):
     dd.save_to_disk(str(tmp_path / "pool"))
     args = ["--model", str(folder), "--pool", str(tmp_path / "pool"), "--part-size", "3", "--batch-size", "2",
             "--optimizer", "sgd"]
-    one = tmp_path / "one.parquet"
-    score.main(args + ["--out", str(one)])
-    two = tmp_path / "two.parquet"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    one = tmp_path / "one.parquet"          # one process, on one thread as each torchrun rank
+    subprocess.run([sys.executable, "-m", "ost.score", *args, "--out", str(one)], env=env, capture_output=True,
+                   text=True, timeout=240, check=True)
+    two = tmp_path / "two.parquet"
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
                           "--standalone", "-m", "ost.score", *args, "--out", str(two)],
                          env=env, capture_output=True, text=True, timeout=240)
