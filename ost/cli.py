@@ -46,6 +46,7 @@ def _record(out: Path, stage: str, settings: dict, seconds: float, **extra):
 def prepare(data_path, out, *, val=None, val_fraction=None, final_pattern=None, seed=0) -> dict:
     """Load DATA (and VAL), check them, carve a validation slice if asked; DIR/prepared/ is the pool."""
     out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     settings = dict(data=str(Path(data_path).resolve()), val=str(Path(val).resolve()) if val else None,
                     val_fraction=val_fraction, final_pattern=final_pattern, seed=seed)
     if _done(out, "prepare", settings):
