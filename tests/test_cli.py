@@ -64,6 +64,9 @@ def test_mistakes_are_named(mine, tmp_path):
         cli.prepare(path, tmp_path / "b", val=path)
     with pytest.raises(FileNotFoundError, match="python -m ost prepare"):
         cli.warmup(tmp_path / "c")
+    from ost import data
+    with pytest.raises(ValueError, match="is a file.*python -m ost run"):     # a JSON file where a folder goes
+        data.load_pool(path)
 
 
 def test_help_lists_the_stages():
