@@ -5,12 +5,14 @@
 
 or one stage at a time, each reading the previous one's files from DIR: `prepare DATA (--val VAL |
 --val-fraction F) --out DIR`, `warmup --out DIR`, `score --out DIR`, `select --fraction F --out DIR`.
-DATA and VAL are a LLaVA-style JSON file or a `save_to_disk` folder. A stage whose output is in DIR with
-the same settings is skipped, and scoring resumes from its finished parts, so a rerun after a kill goes on.
+DATA and VAL are a LLaVA-style JSON file, a `save_to_disk` folder or a .parquet file. A stage whose
+output is in DIR with the same settings is skipped, and scoring resumes from its finished parts, so a rerun after a kill goes on.
+A folder or .parquet file (e.g. Geometry3K: `--columns question=problem`; its `choices` go into the
+question, its `images` list stands for the image) is read by `ost.loaders.read_hf_dataset`.
 
 DIR/ holds: `scores.parquet` (+ manifest: every input id with a status), `selected.json` (the kept
-records, in a LLaVA input's own format, image paths valid from DIR; for a folder input, the kept ids
-and rows), `toxic.csv` (id, utility, rank, reason), `report.json` (counts, seconds per stage, settings).
+records, in a LLaVA input's own format, image paths valid from DIR; for a folder or parquet input, the
+kept ids, with the kept rows in `selected.parquet`, same columns), `toxic.csv` (id, utility, rank, reason), `report.json` (counts, seconds per stage, settings).
 """
 import argparse
 import json
@@ -43,20 +45,22 @@ def _record(out: Path, stage: str, settings: dict, seconds: float, **extra):
                                                         indent=1, default=str))
 
 
-def prepare(data_path, out, *, val=None, val_fraction=None, final_pattern=None, seed=0) -> dict:
-    """Load DATA (and VAL), check them, carve a validation slice if asked; DIR/prepared/ is the pool."""
+def prepare(data_path, out, *, val=None, val_fraction=None, final_pattern=None, columns=None, seed=0) -> dict:
+    """Load DATA (and VAL), check them, carve a validation slice if asked; DIR/prepared/ is the pool.
+    `columns` maps schema fields to a folder's or parquet file's columns ({"question": "problem"})."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     settings = dict(data=str(Path(data_path).resolve()), val=str(Path(val).resolve()) if val else None,
-                    val_fraction=val_fraction, final_pattern=final_pattern, seed=seed)
+                    val_fraction=val_fraction, final_pattern=final_pattern, columns=columns, seed=seed)
     if _done(out, "prepare", settings):
         return _settings(out / "prepare.json")
     if (val is None) == (val_fraction is None):
         raise ValueError("give a validation set (--val VAL) or carve one from DATA (--val-fraction 0.05)")
     start = time.perf_counter()
-    pool = loaders.load_any(data_path, on_error="skip", final_pattern=final_pattern)
+    kw = dict(on_error="skip", final_pattern=final_pattern, **({"columns": columns} if columns else {}))
+    pool = loaders.load_any(data_path, **kw)
     if val is not None:
-        validation = loaders.load_any(val, on_error="skip", final_pattern=final_pattern)
+        validation = loaders.load_any(val, **kw)
     else:
         ok = [i for i, s in enumerate(pool["status"]) if s == "ok"]
         keys = pd.Series([data.content_key(pool[i]) for i in ok])
@@ -154,7 +158,13 @@ def _selected_records(source: Path, ids: set, out: Path):
                 r["image"] = os.path.relpath(source.parent / r["image"], out)
                 kept.append(r)
         return kept
-    return {"source": str(source), "ids": sorted(ids)}      # a folder input: its ids (rows stay in the folder)
+    if source.suffix.lower() == ".parquet":
+        rows = datasets.Dataset.from_parquet(str(source), keep_in_memory=True)
+    else:
+        rows = loaders._pick_split(datasets.load_from_disk(str(source)), source, None)
+    own = rows["id"] if "id" in rows.column_names else [f"{i:06d}" for i in range(len(rows))]   # as the loader names them
+    rows.select([i for i, rid in enumerate(own) if str(rid) in ids]).to_parquet(str(out / "selected.parquet"))
+    return {"source": str(source), "rows": "selected.parquet", "ids": sorted(ids)}
 
 
 def select_stage(out, *, fraction=0.2, toxic_threshold=0.0) -> dict:
@@ -203,10 +213,12 @@ def main(argv=None):
     for name, p in cmds.items():
         p.add_argument("--out", type=Path, required=True, help="the folder every stage writes to")
         if name in ("run", "prepare"):
-            p.add_argument("data", help="a LLaVA-style JSON file or a save_to_disk folder")
+            p.add_argument("data", help="a LLaVA-style JSON file, a save_to_disk folder or a .parquet file")
             p.add_argument("--val", help="the validation set, same formats (clean: it is what utility is measured on)")
             p.add_argument("--val-fraction", type=float, help="carve a seeded validation slice from DATA instead")
             p.add_argument("--final-pattern", help="a regex with one group for the final answer, tried first")
+            p.add_argument("--columns", nargs="+", metavar="FIELD=COLUMN", default=[],
+                           help="a folder's or parquet file's columns, e.g. question=problem")
         if name in ("run", "warmup"):
             p.add_argument("--proxy", default=WARMUP["proxy"], help="a preset or a Qwen2-VL checkpoint folder / id")
             p.add_argument("--warmup-fraction", type=float, default=WARMUP["warmup_fraction"])
@@ -220,8 +232,11 @@ def main(argv=None):
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     if args.command in ("run", "prepare"):
+        bad = [c for c in args.columns if c.count("=") != 1]
+        if bad:
+            parser.error(f"--columns takes FIELD=COLUMN pairs, got {bad}")
         prepare(args.data, out, val=args.val, val_fraction=args.val_fraction, final_pattern=args.final_pattern,
-                seed=args.seed)
+                columns=dict(c.split("=") for c in args.columns) or None, seed=args.seed)
     if args.command in ("run", "warmup"):
         warmup(out, proxy=args.proxy, warmup_fraction=args.warmup_fraction, warmup_epochs=args.warmup_epochs,
                seed=args.seed)

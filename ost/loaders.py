@@ -22,7 +22,9 @@ NO_FINAL = ("no final answer found (" + ", ".join(answers.PATTERNS) + ", a short
 REQUIRED = ("question", "answer", "image")
 LLAVA_FIELDS = ("id", "image", "conversations", "final", "task", "difficulty", "noise")
 FORMATS = ("a LLaVA-style .json file (list of records with 'image' and 'conversations')",
-           "a folder written by datasets' save_to_disk (dataset_dict.json, or dataset_info.json + state.json)")
+           "a folder written by datasets' save_to_disk (dataset_dict.json, or dataset_info.json + state.json)",
+           "a .parquet file (a Hugging Face dataset's rows, e.g. Geometry3K's problem / answer / choices / images)")
+CHOICE_LETTERS = "ABCDEFGH"
 
 
 def _defaults(rec: dict, task: str = "real", final_pattern=None) -> tuple:
@@ -169,14 +171,41 @@ def _pick_split(ds, path, split):
     return ds[name]
 
 
+def _one_image_column(ds, columns):
+    """(dataset, columns): Geometry3K-style `images` (a list per row) → an `image` column of one image per
+    row (a row with none or several gets none, and is refused as missing_field)."""
+    name = columns.get("image", "image")
+    if name not in ds.column_names and "images" in ds.column_names:
+        name = "images"
+    feature = ds.features.get(name)
+    if isinstance(feature, (datasets.Sequence, list)):
+        inner = feature.feature if isinstance(feature, datasets.Sequence) else feature[0]
+        if isinstance(inner, datasets.Image):
+            first = [v[0] if isinstance(v, list) and len(v) == 1 else None for v in ds.cast_column(
+                name, datasets.Sequence(datasets.Image(decode=False)))[name]]
+            ds = ds.remove_columns(name).add_column("image", first, feature=datasets.Image(decode=False))
+            ds = ds.cast_column("image", datasets.Image())
+            columns = {k: v for k, v in columns.items() if k != "image"}
+    return ds, columns
+
+
+def _with_choices(question: str, choices) -> str:
+    """Multiple choice as the question shows it: "… Choices: A. 3 B. 4"."""
+    if not choices:
+        return question
+    return question + " Choices: " + " ".join(f"{CHOICE_LETTERS[k]}. {c}" for k, c in enumerate(choices))
+
+
 def read_hf_dataset(path, split=None, columns=None, on_error="raise", ignore_fields=(),
-                    max_pixels=validate.MAX_PIXELS, final_pattern=None) -> list:
+                    max_pixels=validate.MAX_PIXELS, final_pattern=None, choices_column="choices") -> list:
     """Records (dicts in FIELDS order, PIL RGB images) from a dataset saved with `save_to_disk`.
 
     `columns` maps schema field → source column (identity by default). Without a group column,
     `group` is the id: the image path stored on disk is only a basename, too weak to group by.
     A column that maps to no field is refused unless listed in `ignore_fields` (a typo in `columns`
-    would otherwise drop the data it meant to map). Bad rows raise or, with `on_error="skip"`, become
+    would otherwise drop the data it meant to map). `path` may also be a .parquet file. A `choices`
+    column (a list per row, Geometry3K-style) is written into the question as "Choices: A. … B. …", and
+    an `images` column holding one image per row stands for `image`. Bad rows raise or, with `on_error="skip"`, become
     `skipped:<reason>` rows, as in `read_llava_json`.
     """
     validate.check_on_error(on_error)
@@ -184,7 +213,11 @@ def read_hf_dataset(path, split=None, columns=None, on_error="raise", ignore_fie
     unknown = set(columns) - set(FIELDS)
     if unknown:
         raise ValueError(f"columns maps unknown field(s) {sorted(unknown)}; schema fields: {list(FIELDS)}")
-    ds = _pick_split(datasets.load_from_disk(str(path)), path, split)
+    if Path(path).suffix.lower() == ".parquet":
+        ds = datasets.Dataset.from_parquet(str(path), keep_in_memory=True)
+    else:
+        ds = _pick_split(datasets.load_from_disk(str(path)), path, split)
+    ds, columns = _one_image_column(ds, columns)
     available = ds.column_names
     source = {}
     for field in FIELDS:
@@ -194,7 +227,8 @@ def read_hf_dataset(path, split=None, columns=None, on_error="raise", ignore_fie
         elif field in REQUIRED or field in columns:
             raise ValueError(f"{path}: field {field!r} needs column {col!r}, which is missing; "
                              f"available columns: {available} (map it with columns={{{field!r}: ...}})")
-    unused = sorted(set(available) - set(source.values()) - set(ignore_fields))
+    choices = choices_column if choices_column in available else None
+    unused = sorted(set(available) - set(source.values()) - set(ignore_fields) - {choices})
     if unused:
         raise ValueError(f"{path}: column(s) {unused} map to no schema field {list(FIELDS)}; map them with "
                          f"columns={{field: column}} or pass ignore_fields={unused}")
@@ -217,7 +251,7 @@ def read_hf_dataset(path, split=None, columns=None, on_error="raise", ignore_fie
                 raise BadRecord("missing_field", "image", "field 'image' is empty")
             src = image["bytes"] if image.get("bytes") is not None else image["path"]   # b"" → image_empty
             rec["image"], note = validate.open_image(src, max_pixels=max_pixels)
-            rec["question"] = _question(rec.get("question"))
+            rec["question"] = _with_choices(_question(rec.get("question")), row[choices] if choices else None)
             rec["answer"] = validate.text(rec.get("answer"), "answer")
             rec = {k: v for k, v in rec.items() if v is not None}    # a null optional takes the default
             rec["id"] = rid
@@ -240,6 +274,8 @@ def load_any(path, **kw) -> datasets.Dataset:
     p = Path(path)
     if p.is_file() and p.suffix.lower() == ".json":
         return load_llava_json(p, **kw)
+    if p.is_file() and p.suffix.lower() == ".parquet":
+        return load_hf_dataset(p, **kw)
     if p.is_dir() and ((p / "dataset_dict.json").is_file()
                        or ((p / "dataset_info.json").is_file() and (p / "state.json").is_file())):
         return load_hf_dataset(p, **kw)

@@ -66,3 +66,25 @@ def test_help_lists_the_stages():
     assert run.returncode == 0
     for stage in ("run", "prepare", "warmup", "score", "select"):
         assert stage in run.stdout
+
+
+def test_a_geometry3k_style_parquet_end_to_end(mine, tmp_path, capsys):
+    import datasets
+    from PIL import Image
+    _, proxy, _ = mine
+    features = datasets.Features({"problem": datasets.Value("string"), "answer": datasets.Value("string"),
+                                  "choices": datasets.Sequence(datasets.Value("string")),
+                                  "images": datasets.Sequence(datasets.Image())})
+    n = 20
+    datasets.Dataset.from_dict({
+        "problem": [f"<image>Find x in figure {k}." for k in range(n)], "answer": ["ABCD"[k % 4] for k in range(n)],
+        "choices": [[str(k), str(k + 1), str(k + 2), str(k + 3)] for k in range(n)],
+        "images": [[Image.new("RGB", (56, 56), (10 * k, 0, 0))] for k in range(n)]},
+        features=features).to_parquet(tmp_path / "geo.parquet")
+    out = tmp_path / "out"
+    cli.main(["run", str(tmp_path / "geo.parquet"), "--columns", "question=problem", "--val-fraction", "0.2",
+              "--fraction", "0.25", "--out", str(out), "--proxy", proxy, "--warmup-epochs", "1"])
+    assert "16 records: 16 ok" in capsys.readouterr().out
+    assert len(score.read_scores(out / "scores.parquet")) == 16
+    kept = loaders.load_any(out / "selected.parquet", columns={"question": "problem"})     # loads back
+    assert len(kept) == 4 == len(json.loads((out / "selected.json").read_text())["ids"])
