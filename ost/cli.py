@@ -29,6 +29,7 @@ from . import answers, base, data, loaders, models, runs, score, select, train, 
 from .step import DEFAULT
 
 WARMUP = dict(proxy="proxy", warmup_fraction=1.0, warmup_epochs=12.0, warmup_lr=2e-3, batch_size=32)
+COMPETENT = 0.5     # validation exact match below which the summary says not to trust the ranking
 
 
 def _settings(path: Path) -> dict:
@@ -200,6 +201,13 @@ def summary(report: dict) -> str:
              "seconds: " + ", ".join(f"{s} {v:.0f}" for s, v in report["seconds"].items() if v is not None)]
     if p.get("no_final"):
         lines.append(f"{p['no_final']} records have no final answer we can find: scored, not evaluable")
+    acc = report.get("warmup_val_accuracy")
+    if acc is not None:
+        lines.append(f"proxy after warm-up: {acc:.0%} validation exact match")
+        if acc < COMPETENT:
+            lines.append(f"  below {COMPETENT:.0%}: a proxy that cannot do the task cannot tell a right answer from "
+                         "a wrong one, so do not trust this ranking yet: warm longer (--warmup-epochs) or pass a "
+                         "stronger --proxy")
     return "\n".join(lines)
 
 

@@ -28,6 +28,7 @@ def test_one_command_writes_every_output(mine, capsys):
     cli.main(args)
     printed = capsys.readouterr().out
     assert "48 records: 48 ok" in printed and "kept 12" in printed and "validation: 8 records (VAL)" in printed
+    assert "do not trust this ranking yet" in printed           # an untrained tiny proxy: 0 % exact match
     frame = score.read_scores(out / "scores.parquet")
     report = json.loads((out / "report.json").read_text())
     assert len(frame) == report["rows"] == 48 and frame["id"].tolist() == loaders.load_llava_json(path)["id"]
