@@ -129,10 +129,10 @@ def warmup(out, *, proxy=WARMUP["proxy"], warmup_fraction=WARMUP["warmup_fractio
     return _settings(out / "warmup.json")
 
 
-def score_stage(out, *, batch_size=32, max_length=None) -> dict:
+def score_stage(out, *, batch_size=32, part_size=256, max_length=None) -> dict:
     """Score every pool row with the project's default step (resumable parts in DIR/scores.parquet.parts)."""
     out = Path(out)
-    settings = dict(step=DEFAULT.as_dict(), batch_size=batch_size, max_length=max_length,
+    settings = dict(step=DEFAULT.as_dict(), batch_size=batch_size, part_size=part_size, max_length=max_length,
                     warmup=_settings(out / "warmup.json").get("settings"))
     if _done(out, "score", settings) and score.manifest_path(out / "scores.parquet").exists():
         return _settings(out / "score.json")
@@ -143,7 +143,7 @@ def score_stage(out, *, batch_size=32, max_length=None) -> dict:
     start = time.perf_counter()
     frame = score.score_pool(model, tok, proc, dd["pool"], dd["validation"], out / "scores.parquet", step=DEFAULT,
                              warm_state=torch.load(out / "adam_state.pt", weights_only=True),
-                             batch_size=batch_size, max_length=max_length)
+                             batch_size=batch_size, part_size=part_size, max_length=max_length)
     _record(out, "score", settings, time.perf_counter() - start, status=frame["status"].value_counts().to_dict())
     return _settings(out / "score.json")
 
@@ -233,6 +233,7 @@ def main(argv=None):
             p.add_argument("--warmup-epochs", type=float, default=WARMUP["warmup_epochs"])
         if name in ("run", "score"):
             p.add_argument("--max-length", type=int, help="tokens; a longer record gets status skipped:too_long")
+            p.add_argument("--part-size", type=int, default=256, help="records per resumable part file")
         if name in ("run", "select"):
             p.add_argument("--fraction", type=float, default=0.2, help="share of the usable records kept")
         p.add_argument("--seed", type=int, default=0)
@@ -249,7 +250,7 @@ def main(argv=None):
         warmup(out, proxy=args.proxy, warmup_fraction=args.warmup_fraction, warmup_epochs=args.warmup_epochs,
                seed=args.seed)
     if args.command in ("run", "score"):
-        score_stage(out, max_length=args.max_length)
+        score_stage(out, part_size=args.part_size, max_length=args.max_length)
         print(validate.format_report(validate.report(score.read_scores(out / "scores.parquet"))))
     if args.command in ("run", "select"):
         print(summary(select_stage(out, fraction=args.fraction)))

@@ -89,3 +89,26 @@ def test_a_geometry3k_style_parquet_end_to_end(mine, tmp_path, capsys):
     assert len(score.read_scores(out / "scores.parquet")) == 16
     kept = loaders.load_any(out / "selected.parquet", columns={"question": "problem"})     # loads back
     assert len(kept) == 4 == len(json.loads((out / "selected.json").read_text())["ids"])
+
+
+def test_killed_mid_score_then_rerun_gives_the_same_files(mine, tmp_path):
+    import os
+    import signal
+    import time
+    path, proxy, _ = mine
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(paths.ROOT)}
+    args = lambda out: [sys.executable, "-m", "ost", "run", str(path), "--val", str(MINE / "mine_val.json"),
+                        "--out", str(out), "--proxy", proxy, "--warmup-epochs", "1", "--part-size", "4"]
+    subprocess.run(args(tmp_path / "whole"), env=env, cwd=paths.ROOT, capture_output=True, timeout=300, check=True)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(args(out), env=env, cwd=paths.ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not list((out / "scores.parquet.parts").glob("part-*.parquet")) and proc.poll() is None \
+            and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL and not (out / "scores.parquet").exists()      # killed mid-score
+    subprocess.run(args(out), env=env, cwd=paths.ROOT, capture_output=True, timeout=300, check=True)
+    for name in ("scores.parquet", "selected.json", "toxic.csv"):
+        assert (out / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
