@@ -89,9 +89,14 @@ def load_pool(folder) -> datasets.DatasetDict:
     """A pool folder (generated, or your own DatasetDict with `pool` and `validation` splits), checked
     on load: schema columns, unique non-empty ids, non-empty text, an image on every `ok` row."""
     folder = Path(folder)
+    if folder.is_file():
+        raise ValueError(f"{folder} is a file, and a pool is a folder with 'pool' and 'validation' splits: for a "
+                         f"LLaVA-style JSON file run `python -m ost run {folder} --val VAL --out DIR` (or "
+                         "`prepare`, which writes that folder to DIR/prepared)")
     if not (folder / "dataset_dict.json").exists():
-        raise FileNotFoundError(f"no pool at {folder}: run notebooks/00_make_pool.ipynb "
-                                "(or ost.data.make_pool) first")
+        raise FileNotFoundError(f"no pool at {folder}: for the synthetic pool run notebooks/00_make_pool.ipynb "
+                                "(or ost.data.make_pool); for your own data, `python -m ost prepare DATA --val VAL "
+                                "--out DIR` writes one to DIR/prepared")
     dd = datasets.load_from_disk(str(folder))
     missing = {"pool", "validation"} - set(dd)
     if missing:

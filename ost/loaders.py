@@ -7,42 +7,35 @@ naming the file, the record and the field; with `on_error="skip"` a bad record s
 `skipped:<reason>` status instead (`ost.validate`), never dropped in silence.
 """
 import json
+import warnings
 from pathlib import Path
 
 import datasets
 from PIL import Image
 
-from . import validate
-from .data import FIELDS, extract_final, to_dataset
+from . import answers, validate
+from .data import FIELDS, to_dataset
 from .validate import BadRecord
 
-SHORT_ANSWER = 20          # a gpt turn this short with no "Answer:" line is the final itself ("12")
+NO_FINAL = ("no final answer found (" + ", ".join(answers.PATTERNS) + ", a short answer): scored all the same; "
+            "evaluation needs one: add a 'final' field or pass final_pattern")
 REQUIRED = ("question", "answer", "image")
 LLAVA_FIELDS = ("id", "image", "conversations", "final", "task", "difficulty", "noise")
 FORMATS = ("a LLaVA-style .json file (list of records with 'image' and 'conversations')",
-           "a folder written by datasets' save_to_disk (dataset_dict.json, or dataset_info.json + state.json)")
+           "a folder written by datasets' save_to_disk (dataset_dict.json, or dataset_info.json + state.json)",
+           "a .parquet file (a Hugging Face dataset's rows, e.g. Geometry3K's problem / answer / choices / images)")
+CHOICE_LETTERS = "ABCDEFGH"
 
 
-def _final(answer: str, given=None) -> str:
-    """An explicit final wins; else the last `Answer:` line; else a short answer is its own final."""
-    if given is not None:
-        return str(given).strip()
-    stated = extract_final(answer)
-    if stated:
-        return stated
-    return answer.strip() if len(answer.strip()) <= SHORT_ANSWER else ""
-
-
-def _defaults(rec: dict, task: str = "real") -> dict:
-    """Fill the optional fields the way real (unlabelled) data needs them, in FIELDS order; a field of
-    the wrong type, or no final answer to be found, is a bad record."""
+def _defaults(rec: dict, task: str = "real", final_pattern=None) -> tuple:
+    """(record in FIELDS order, note): the optional fields filled the way real (unlabelled) data needs
+    them; a field of the wrong type is a bad record. An explicit `final` wins, else `ost.answers` finds
+    it in the answer; a record without one is kept with a note (scoring needs only the answer text)."""
     given = rec.get("final")
     if given is not None and not isinstance(given, (str, int, float)):
         raise BadRecord("bad_field", "final", f"field 'final' must be text or a number, got {type(given).__name__}")
-    rec["final"] = _final(rec["answer"], given)
-    if not rec["final"]:
-        raise BadRecord("no_final", "final", "no final answer: add a 'final' field or an 'Answer: …' line "
-                                              f"(answer starts {rec['answer'][:40]!r})")
+    rec["final"] = str(given).strip() if given is not None else answers.find_final(rec["answer"], final_pattern)
+    note = "" if rec["final"] else NO_FINAL
     for k in ("task", "noise", "group"):
         if k in rec and not isinstance(rec[k], str):
             raise BadRecord("bad_field", k, f"field {k!r} must be text, got {type(rec[k]).__name__} {rec[k]!r}")
@@ -54,7 +47,11 @@ def _defaults(rec: dict, task: str = "real") -> dict:
     rec["difficulty"] = int(d)
     rec.setdefault("noise", "clean")
     rec.setdefault("group", rec["id"])
-    return {k: rec[k] for k in FIELDS}
+    return {k: rec[k] for k in FIELDS}, note
+
+
+def _notes(*notes) -> str:
+    return "; ".join(n for n in notes if n)
 
 
 def _question(value) -> str:
@@ -64,7 +61,7 @@ def _question(value) -> str:
     return q
 
 
-def _llava_record(r, rid, root, task, ignore, max_pixels) -> dict:
+def _llava_record(r, rid, root, task, ignore, max_pixels, final_pattern=None) -> tuple:
     """One LLaVA-style record → schema dict, or BadRecord naming the field."""
     unknown = sorted(set(r) - set(LLAVA_FIELDS) - set(ignore))
     if unknown:
@@ -84,26 +81,42 @@ def _llava_record(r, rid, root, task, ignore, max_pixels) -> dict:
     image, note = validate.open_image(root / r["image"], max_pixels=max_pixels)
     rec = {"id": rid, "image": image, "question": question, "answer": answer, "group": r["image"]}
     rec.update({k: r[k] for k in ("final", "task", "difficulty", "noise") if k in r})
-    return _defaults(rec, task), note
+    rec, final_note = _defaults(rec, task, final_pattern)
+    return rec, _notes(note, final_note)
 
 
 def _finish(records: list, on_error: str, source) -> list:
-    """Raise mode: plain schema records. Skip mode: every record with a status and a note."""
+    """Raise mode: plain schema records. Skip mode: every record with a status and a note. Either way
+    records without a final answer are counted in one warning: kept, but evaluation cannot use them."""
+    no_final = [r["id"] for r in records if r["status"] == "ok" and not r["final"]]
+    if no_final:
+        warnings.warn(f"{source}: {len(no_final)} of {len(records)} records have no final answer we can find "
+                      f"(e.g. {no_final[:3]}); they are scored all the same, but evaluation needs one: add "
+                      "'final' fields or pass final_pattern (a regex with one group)", stacklevel=3)
     if on_error == "raise":
         return [{k: r[k] for k in FIELDS} for r in records]
     validate.warn_skipped(source, records)
     return records
 
 
+def record_id(r, i: int, path) -> str:
+    """The id a LLaVA record gets: its own when usable, else `<file stem>-<index>` (a bad id is refused,
+    and its row keeps this one), so a selection can be mapped back onto the file's records."""
+    given = r.get("id") if isinstance(r, dict) else None
+    usable = isinstance(given, (str, int)) and not isinstance(given, bool) and str(given).strip()
+    return str(given) if usable else f"{Path(path).stem}-{i:06d}"
+
+
 def read_llava_json(path, image_root=None, task="real", on_error="raise", ignore_fields=(),
-                    max_pixels=validate.MAX_PIXELS) -> list:
+                    max_pixels=validate.MAX_PIXELS, final_pattern=None) -> list:
     """Records (dicts in FIELDS order, PIL RGB images) from a LLaVA-style JSON list.
 
     Only the first human→gpt turn pair of each conversation is used: the schema holds one question
     and one answer per sample. `group` is the image path as written in the file, so near-duplicates
     that reuse an image share a group. A bad record raises (naming file, record and field), or with
     `on_error="skip"` becomes a `skipped:<reason>` row (see `ost.validate`); fields the schema does
-    not know are refused unless listed in `ignore_fields`.
+    not know are refused unless listed in `ignore_fields`. The final answer: `final` if given, else
+    `ost.answers.find_final` (with `final_pattern`, a regex of your own, tried first).
     """
     validate.check_on_error(on_error)
     path = Path(path)
@@ -120,8 +133,7 @@ def read_llava_json(path, image_root=None, task="real", on_error="raise", ignore
     records, ids = [], validate.Ids()
     for i, r in enumerate(data):
         given = r.get("id") if isinstance(r, dict) else None
-        usable = isinstance(given, (str, int)) and not isinstance(given, bool) and str(given).strip()
-        rid = str(given) if usable else f"{path.stem}-{i:06d}"      # a bad id is refused; its row keeps this one
+        rid = record_id(r, i, path)
         where = f"{path}: record {i} (id {rid!r})"
         try:
             if not isinstance(r, dict):
@@ -130,7 +142,7 @@ def read_llava_json(path, image_root=None, task="real", on_error="raise", ignore
                 raise BadRecord("bad_field", "id", f"field 'id' must be non-empty text or a whole number, "
                                                    f"got {given!r}")
             ids.claim(rid, f"record {i}")
-            rec, note = _llava_record(r, rid, root, task, ignore_fields, max_pixels)
+            rec, note = _llava_record(r, rid, root, task, ignore_fields, max_pixels, final_pattern)
             records.append({**rec, "status": "ok", "note": note})
         except BadRecord as bad:
             if on_error == "raise":
@@ -159,14 +171,41 @@ def _pick_split(ds, path, split):
     return ds[name]
 
 
+def _one_image_column(ds, columns):
+    """(dataset, columns): Geometry3K-style `images` (a list per row) → an `image` column of one image per
+    row (a row with none or several gets none, and is refused as missing_field)."""
+    name = columns.get("image", "image")
+    if name not in ds.column_names and "images" in ds.column_names:
+        name = "images"
+    feature = ds.features.get(name)
+    if isinstance(feature, (datasets.Sequence, list)):
+        inner = feature.feature if isinstance(feature, datasets.Sequence) else feature[0]
+        if isinstance(inner, datasets.Image):
+            first = [v[0] if isinstance(v, list) and len(v) == 1 else None for v in ds.cast_column(
+                name, datasets.Sequence(datasets.Image(decode=False)))[name]]
+            ds = ds.remove_columns(name).add_column("image", first, feature=datasets.Image(decode=False))
+            ds = ds.cast_column("image", datasets.Image())
+            columns = {k: v for k, v in columns.items() if k != "image"}
+    return ds, columns
+
+
+def _with_choices(question: str, choices) -> str:
+    """Multiple choice as the question shows it: "… Choices: A. 3 B. 4"."""
+    if not choices:
+        return question
+    return question + " Choices: " + " ".join(f"{CHOICE_LETTERS[k]}. {c}" for k, c in enumerate(choices))
+
+
 def read_hf_dataset(path, split=None, columns=None, on_error="raise", ignore_fields=(),
-                    max_pixels=validate.MAX_PIXELS) -> list:
+                    max_pixels=validate.MAX_PIXELS, final_pattern=None, choices_column="choices") -> list:
     """Records (dicts in FIELDS order, PIL RGB images) from a dataset saved with `save_to_disk`.
 
     `columns` maps schema field → source column (identity by default). Without a group column,
     `group` is the id: the image path stored on disk is only a basename, too weak to group by.
     A column that maps to no field is refused unless listed in `ignore_fields` (a typo in `columns`
-    would otherwise drop the data it meant to map). Bad rows raise or, with `on_error="skip"`, become
+    would otherwise drop the data it meant to map). `path` may also be a .parquet file. A `choices`
+    column (a list per row, Geometry3K-style) is written into the question as "Choices: A. … B. …", and
+    an `images` column holding one image per row stands for `image`. Bad rows raise or, with `on_error="skip"`, become
     `skipped:<reason>` rows, as in `read_llava_json`.
     """
     validate.check_on_error(on_error)
@@ -174,7 +213,11 @@ def read_hf_dataset(path, split=None, columns=None, on_error="raise", ignore_fie
     unknown = set(columns) - set(FIELDS)
     if unknown:
         raise ValueError(f"columns maps unknown field(s) {sorted(unknown)}; schema fields: {list(FIELDS)}")
-    ds = _pick_split(datasets.load_from_disk(str(path)), path, split)
+    if Path(path).suffix.lower() == ".parquet":
+        ds = datasets.Dataset.from_parquet(str(path), keep_in_memory=True)
+    else:
+        ds = _pick_split(datasets.load_from_disk(str(path)), path, split)
+    ds, columns = _one_image_column(ds, columns)
     available = ds.column_names
     source = {}
     for field in FIELDS:
@@ -184,7 +227,8 @@ def read_hf_dataset(path, split=None, columns=None, on_error="raise", ignore_fie
         elif field in REQUIRED or field in columns:
             raise ValueError(f"{path}: field {field!r} needs column {col!r}, which is missing; "
                              f"available columns: {available} (map it with columns={{{field!r}: ...}})")
-    unused = sorted(set(available) - set(source.values()) - set(ignore_fields))
+    choices = choices_column if choices_column in available else None
+    unused = sorted(set(available) - set(source.values()) - set(ignore_fields) - {choices})
     if unused:
         raise ValueError(f"{path}: column(s) {unused} map to no schema field {list(FIELDS)}; map them with "
                          f"columns={{field: column}} or pass ignore_fields={unused}")
@@ -207,11 +251,12 @@ def read_hf_dataset(path, split=None, columns=None, on_error="raise", ignore_fie
                 raise BadRecord("missing_field", "image", "field 'image' is empty")
             src = image["bytes"] if image.get("bytes") is not None else image["path"]   # b"" → image_empty
             rec["image"], note = validate.open_image(src, max_pixels=max_pixels)
-            rec["question"] = _question(rec.get("question"))
+            rec["question"] = _with_choices(_question(rec.get("question")), row[choices] if choices else None)
             rec["answer"] = validate.text(rec.get("answer"), "answer")
             rec = {k: v for k, v in rec.items() if v is not None}    # a null optional takes the default
             rec["id"] = rid
-            records.append({**_defaults(rec), "status": "ok", "note": note})
+            rec, final_note = _defaults(rec, final_pattern=final_pattern)
+            records.append({**rec, "status": "ok", "note": _notes(note, final_note)})
         except BadRecord as bad:
             if on_error == "raise":
                 raise bad.at(where) from None
@@ -229,6 +274,8 @@ def load_any(path, **kw) -> datasets.Dataset:
     p = Path(path)
     if p.is_file() and p.suffix.lower() == ".json":
         return load_llava_json(p, **kw)
+    if p.is_file() and p.suffix.lower() == ".parquet":
+        return load_hf_dataset(p, **kw)
     if p.is_dir() and ((p / "dataset_dict.json").is_file()
                        or ((p / "dataset_info.json").is_file() and (p / "state.json").is_file())):
         return load_hf_dataset(p, **kw)

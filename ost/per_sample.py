@@ -8,12 +8,16 @@ normalised one-step utility needs: ⟨d, g_i⟩ and ‖g_i‖ (the per-sample lo
 
 Rows of the vision merger carry no batch axis (Qwen2-VL concatenates every image's patches); they are
 given to their sample through the batch's `image_grid_thw`. A trainable parameter of any other kind of
-layer raises NotImplementedError, so a caller can fall back to `norms_by_loop` (one backward per sample,
-the reference the fast form is tested against).
+layer, or a batch whose per-sample gradients would not fit in `MAX_BYTES` (B copies of the trainable
+parameters: fine for the embedded proxy, not for a 2 B-parameter checkpoint), raises NotImplementedError,
+so a caller can fall back to `norms_by_loop` (one backward per sample, the reference the fast form is
+tested against).
 """
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+MAX_BYTES = 2 * 2**30      # per-sample gradients of one batch held at once
 
 
 def _is_rms_norm(m) -> bool:
@@ -109,6 +113,11 @@ def _layer_grads(m, x, g, n, segments) -> dict:
 def gradients(model, batch, loss_fn, params) -> tuple:
     """(per-sample losses (B,), [per-sample gradient (B, *p.shape) for p in params]) from one pass."""
     owners = _owners(model, params)
+    n_batch = len(batch["input_ids"]) if isinstance(batch, dict) and "input_ids" in batch else None
+    size = sum(p.numel() * p.element_size() for p in params) * (n_batch or 1)
+    if size > MAX_BYTES:
+        raise NotImplementedError(f"per-sample gradients of this batch would take {size / 2**30:.1f} GiB "
+                                  f"(> MAX_BYTES = {MAX_BYTES / 2**30:.0f} GiB)")
     vision = {m for name, sub in model.named_modules() if name.split(".")[-1] == "visual" for m in sub.modules()}
     calls = []
     hooks = [m.register_forward_hook(lambda mod, inp, out: calls.append((mod, inp[0].detach(), out)))
@@ -157,7 +166,7 @@ def norms_by_loop(model, batch, loss_fn, params) -> torch.Tensor:
 def norms(model, batch, loss_fn, params) -> torch.Tensor:
     """float64 (B,) ‖g_i‖: from one pass where every trainable layer has a rule, else by the loop."""
     try:
-        losses, grads = gradients(model, batch, loss_fn, params)
+        _, grads = gradients(model, batch, loss_fn, params)
     except NotImplementedError:
         return norms_by_loop(model, batch, loss_fn, params)
     return torch.sqrt(sum((g.double() ** 2).flatten(1).sum(1) for g in grads))

@@ -173,12 +173,14 @@ def generate(model, tokenizer, processor, dataset, batch_size: int = 64, max_new
 
 
 def evaluate(model, tokenizer, processor, dataset, batch_size: int = 64, max_new_tokens: int = 64,
-             progress: bool = False) -> dict:
-    """Exact match of the final answer, overall and per task family, plus the mean answer loss."""
+             progress: bool = False, extract=extract_final) -> dict:
+    """Exact match of the final answer, overall and per task family, plus the mean answer loss.
+    `extract` reads the final out of a completion: the pool's `Answer:` line by default,
+    `ost.answers.find_final` for data that writes it other ways."""
     preds = generate(model, tokenizer, processor, dataset, batch_size, max_new_tokens, progress)
     hits = defaultdict(list)
     for pred, final, task in zip(preds, dataset["final"], dataset["task"]):
-        hit = normalize_final(extract_final(pred)) == normalize_final(final)
+        hit = normalize_final(extract(pred)) == normalize_final(final)
         hits[task].append(hit)
         hits["all"].append(hit)
     losses = answer_losses(model, tokenizer, processor, dataset, batch_size)

@@ -33,7 +33,6 @@ REASONS = {                   # status suffix → what it means
     "not_utf8": "question or answer is not valid UTF-8",
     "empty_question": "the question is empty",
     "empty_answer": "the answer is empty",
-    "no_final": "no final answer: no 'final' field, no 'Answer:' line, and the answer is not short",
     "duplicate_id": "an id an earlier record already has (the first one is kept)",
     "too_long": "more tokens than max_length when scored (see ost.score)",
 }

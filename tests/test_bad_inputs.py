@@ -97,8 +97,6 @@ LLAVA_CASES = {   # name → (edit, raw byte replacement, record index, reason, 
     "answer bytes not UTF-8": (_turn(1, 1, "@@BAD@@"), (b"@@BAD@@", b"caf\xe9 \xff"), 1, "not_utf8", "answer"),
     "question a lone surrogate escape": (_turn(0, 0, "@@BAD@@"), (b"@@BAD@@", b"\\udc80 what?"), 0, "not_utf8",
                                          "question"),
-    "no final answer": (_turn(1, 1, "The digit is seven and adding five to it gives a larger number."),
-                        None, 1, "no_final", "final"),
     "final a list": (_set(0, final=["3"]), None, 0, "bad_field", "final"),
     "difficulty not a number": (_set(0, difficulty="hard"), None, 0, "bad_field", "difficulty"),
     "unknown field": (_set(3, source="mathv360k"), None, 3, "unknown_field", "source"),
@@ -232,8 +230,6 @@ HF_CASES = {   # name → (row changes, features, the other rows' question, row,
     "question null": ({2: {"question": None}}, HF_FEATURES, "Which digit?", 2, "missing_field"),
     "answer empty": ({0: {"answer": ""}}, HF_FEATURES, "Which digit?", 0, "empty_answer"),
     "question binary, not UTF-8": ({1: {"question": b"\xff\xfeA"}}, BINARY_Q, b"Which digit?", 1, "not_utf8"),
-    "no final answer": ({2: {"answer": "A long explanation of the digit without ever stating it plainly."}},
-                        HF_FEATURES, "Which digit?", 2, "no_final"),
     "duplicate id": ({3: {"id": "h0"}}, HF_FEATURES, "Which digit?", 3, "duplicate_id"),
     "id empty": ({2: {"id": ""}}, HF_FEATURES, "Which digit?", 2, "bad_field"),
 }
@@ -252,6 +248,21 @@ def test_hf_bad_row_raises_or_is_skipped(tmp_path, case):
     assert ds["status"] == ["ok"] * i + [f"skipped:{reason}"] + ["ok"] * (3 - i)
     if features is BINARY_Q:                                              # UTF-8 bytes are fine text
         assert ds["question"][0] == "Which digit?"
+
+
+def test_a_record_without_a_final_is_kept_with_a_note_and_one_warning(tmp_path):
+    path, _ = _llava_copy(tmp_path, _turn(1, 1, "The digit is seven and adding five gives a larger number, "
+                                               "which we leave to the reader."))
+    with pytest.warns(UserWarning, match="1 of .* records have no final answer"):
+        ds = loaders.load_llava_json(path, on_error="skip")
+    assert set(ds["status"]) == {"ok"} and ds["final"][1] == "" and "no final answer found" in ds["note"][1]
+    with pytest.warns(UserWarning, match="no final answer"):       # raise mode keeps it too
+        assert loaders.load_llava_json(path)["final"][1] == ""
+    hf = _hf(tmp_path, {2: {"answer": "So it goes: the digit is 3, as one sees, once the picture is read."}})
+    with pytest.warns(UserWarning, match="no final answer"):
+        assert loaders.load_hf_dataset(hf)["final"] == ["3", "3", "", "3"]
+    mine = loaders.load_hf_dataset(hf, final_pattern=r"the digit is (\d)")    # a pattern of your own, first
+    assert mine["final"][2] == "3"
 
 
 def test_hf_question_of_another_type_is_refused_in_every_row(tmp_path):

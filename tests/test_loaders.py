@@ -134,3 +134,19 @@ def test_split_choice(tmp_path):
     with pytest.raises(ValueError, match=r"available splits: \['pool', 'val'\]"):
         loaders.load_hf_dataset(tmp_path / "nt", columns=HF_COLUMNS)
     assert len(loaders.load_hf_dataset(tmp_path / "nt", split="val", columns=HF_COLUMNS)) == 3
+
+
+def test_a_geometry3k_style_parquet(tmp_path):
+    """problem / answer (a letter) / choices / images (a list of one), as Geometry3K ships on the hub."""
+    from PIL import Image
+    features = datasets.Features({"problem": datasets.Value("string"), "answer": datasets.Value("string"),
+                                  "choices": datasets.Sequence(datasets.Value("string")),
+                                  "images": datasets.Sequence(datasets.Image())})
+    rows = datasets.Dataset.from_dict({
+        "problem": ["<image>Find x.", "<image>Find the area."], "answer": ["B", "C"],
+        "choices": [["3", "4", "5", "6"], ["12", "14", "16", "18"]],
+        "images": [[Image.new("RGB", (40, 30), "white")], [Image.new("RGB", (30, 40), "white")]]}, features=features)
+    rows.to_parquet(tmp_path / "geo.parquet")
+    ds = loaders.load_any(tmp_path / "geo.parquet", columns={"question": "problem"})
+    assert len(ds) == 2 and ds["final"] == ["B", "C"] and ds["id"] == ["000000", "000001"]
+    assert ds["question"][0] == "Find x. Choices: A. 3 B. 4 C. 5 D. 6" and ds["image"][1].size == (30, 40)

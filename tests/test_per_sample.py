@@ -59,3 +59,15 @@ def test_tiny_qwen_with_the_merger_and_a_text_only_sample(tokenizer, processor, 
         params = [p for p in model.parameters() if p.requires_grad]
         assert any("merger" in n for n, p in model.named_parameters() if p.requires_grad)
         _check(model, batch, collate.per_sample_loss, params, rtol=1e-4)
+
+
+def test_a_batch_too_large_to_hold_is_refused_before_any_work(tokenizer, processor, records, monkeypatch):
+    model = models.build(TINY, tokenizer).eval()
+    batch = collate.Collator(tokenizer, processor)(records[:4])
+    with train.frozen_vision(model):
+        params = [p for p in model.parameters() if p.requires_grad]
+        monkeypatch.setattr(per_sample, "MAX_BYTES", 4 * sum(p.numel() * 4 for p in params) - 1)
+        with pytest.raises(NotImplementedError, match="GiB"):
+            per_sample.gradients(model, batch, collate.per_sample_loss, params)
+        torch.testing.assert_close(per_sample.norms(model, batch, collate.per_sample_loss, params),
+                                   per_sample.norms_by_loop(model, batch, collate.per_sample_loss, params))

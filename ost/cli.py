@@ -1,0 +1,256 @@
+"""`python -m ost`: from your own SFT file to a selected subset, a toxic list and the scores.
+
+    python -m ost run DATA --val VAL --fraction 0.2 --out DIR
+    python -m ost run DATA --val-fraction 0.05 --fraction 0.2 --out DIR      # carve a seeded validation slice
+
+or one stage at a time, each reading the previous one's files from DIR: `prepare DATA (--val VAL |
+--val-fraction F) --out DIR`, `warmup --out DIR`, `score --out DIR`, `select --fraction F --out DIR`.
+DATA and VAL are a LLaVA-style JSON file, a `save_to_disk` folder or a .parquet file. A stage whose
+output is in DIR with the same settings is skipped, and scoring resumes from its finished parts, so a rerun after a kill goes on.
+A folder or .parquet file (e.g. Geometry3K: `--columns question=problem`; its `choices` go into the
+question, its `images` list stands for the image) is read by `ost.loaders.read_hf_dataset`.
+
+DIR/ holds: `scores.parquet` (+ manifest: every input id with a status), `selected.json` (the kept
+records, in a LLaVA input's own format, image paths valid from DIR; for a folder or parquet input, the
+kept ids, with the kept rows in `selected.parquet`, same columns), `toxic.csv` (id, utility, rank, reason), `report.json` (counts, seconds per stage, settings).
+"""
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pandas as pd
+import torch
+
+from . import answers, base, data, loaders, models, runs, score, select, train, validate
+from .step import DEFAULT
+
+WARMUP = dict(proxy="proxy", warmup_fraction=1.0, warmup_epochs=12.0, warmup_lr=2e-3, batch_size=32)
+COMPETENT = 0.5     # validation exact match below which the summary says not to trust the ranking
+
+
+def _settings(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _done(out: Path, stage: str, settings: dict) -> bool:
+    """Whether `stage` already ran in `out` with these settings (its record is written last)."""
+    return _settings(out / f"{stage}.json").get("settings") == settings
+
+
+def _record(out: Path, stage: str, settings: dict, seconds: float, **extra):
+    runs.replace_text(out / f"{stage}.json", json.dumps({"settings": settings, "seconds": seconds, **extra},
+                                                        indent=1, default=str))
+
+
+def prepare(data_path, out, *, val=None, val_fraction=None, final_pattern=None, columns=None, seed=0) -> dict:
+    """Load DATA (and VAL), check them, carve a validation slice if asked; DIR/prepared/ is the pool.
+    `columns` maps schema fields to a folder's or parquet file's columns ({"question": "problem"})."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = dict(data=str(Path(data_path).resolve()), val=str(Path(val).resolve()) if val else None,
+                    val_fraction=val_fraction, final_pattern=final_pattern, columns=columns, seed=seed)
+    if _done(out, "prepare", settings):
+        return _settings(out / "prepare.json")
+    if (val is None) == (val_fraction is None):
+        raise ValueError("give a validation set (--val VAL) or carve one from DATA (--val-fraction 0.05)")
+    start = time.perf_counter()
+    kw = dict(on_error="skip", final_pattern=final_pattern, **({"columns": columns} if columns else {}))
+    pool = loaders.load_any(data_path, **kw)
+    if val is not None:
+        validation = loaders.load_any(val, **kw)
+    else:
+        ok = [i for i, s in enumerate(pool["status"]) if s == "ok"]
+        keys = pd.Series([data.content_key(pool[i]) for i in ok])
+        unique = [i for i, dup in zip(ok, keys.duplicated(keep=False)) if not dup]    # a copy would stay in the pool
+        n = max(1, round(val_fraction * len(ok)))
+        if n >= len(unique):
+            raise ValueError(f"--val-fraction {val_fraction} asks for {n} of {len(unique)} usable records with "
+                             "no copy in DATA: too few left to warm and score")
+        picked = set(np.random.default_rng(seed).choice(unique, n, replace=False).tolist())
+        validation = pool.select(sorted(picked))
+        pool = pool.select([i for i in range(len(pool)) if i not in picked])
+    bad = [(i, s) for i, s in zip(validation["id"], validation["status"]) if s != "ok"]
+    if bad:
+        validation = validation.select([i for i, s in enumerate(validation["status"]) if s == "ok"])
+    shared = data.overlap(pool, validation)
+    if shared:
+        raise ValueError(f"the validation set shares {len(shared)} record(s) with DATA (pool id = validation id: "
+                         f"{', '.join(f'{a} = {b}' for a, b in shared[:5])}): remove them from one of the two")
+    datasets.DatasetDict({"pool": pool, "validation": validation}).save_to_disk(str(out / "prepared"))
+    counts = pd.Series(pool["status"]).value_counts().sort_index().to_dict()
+    no_final = sum(1 for s, f in zip(pool["status"], pool["final"]) if s == "ok" and not f)
+    report = dict(pool=len(pool), validation=len(validation), status=counts, no_final=no_final,
+                  validation_dropped=[list(b) for b in bad],
+                  validation_source="VAL" if val else f"a seeded {val_fraction:.0%} of DATA's usable records "
+                                                      "(a validation set should be clean: check it)")
+    _record(out, "prepare", settings, time.perf_counter() - start, report=report)
+    return _settings(out / "prepare.json")
+
+
+def _prepared(out: Path) -> datasets.DatasetDict:
+    if not (out / "prepare.json").exists():
+        raise FileNotFoundError(f"{out} holds no prepared data: run `python -m ost prepare DATA --val VAL "
+                                f"--out {out}` (or `python -m ost run …`) first")
+    return datasets.load_from_disk(str(out / "prepared"))
+
+
+def warmup(out, *, proxy=WARMUP["proxy"], warmup_fraction=WARMUP["warmup_fraction"],
+           warmup_epochs=WARMUP["warmup_epochs"], warmup_lr=WARMUP["warmup_lr"], batch_size=WARMUP["batch_size"],
+           seed=0) -> dict:
+    """Warm the proxy on DATA's usable records (a seeded `warmup_fraction` of them); DIR/proxy + Adam state."""
+    out = Path(out)
+    settings = dict(proxy=proxy, warmup_fraction=warmup_fraction, warmup_epochs=warmup_epochs,
+                    warmup_lr=warmup_lr, batch_size=batch_size, seed=seed,
+                    prepared=_settings(out / "prepare.json").get("settings"))
+    if _done(out, "warmup", settings):
+        return _settings(out / "warmup.json")
+    dd = _prepared(out)
+    ok = [i for i, s in enumerate(dd["pool"]["status"]) if s == "ok"]
+    rows = np.random.default_rng(seed).permutation(ok)[:max(1, round(warmup_fraction * len(ok)))]
+    start = time.perf_counter()
+    try:
+        model, tok, proc = base.load_model(proxy)
+    except OSError as err:
+        hint = " (the hub is off: HF_HUB_OFFLINE=1; pass a local checkpoint folder)" if os.environ.get(
+            "HF_HUB_OFFLINE") == "1" else ""
+        raise OSError(f"cannot load the proxy {proxy!r}{hint}: {err}") from None
+    log = train.sft(model, tok, proc, dd["pool"].select(sorted(rows.tolist())), epochs=warmup_epochs,
+                    lr=warmup_lr, batch_size=batch_size, seed=seed, progress=True)
+    val = dd["validation"].filter(lambda f: bool(f), input_columns="final")
+    ev = train.evaluate(model, tok, proc, val, extract=answers.find_final) if len(val) else None
+    models.save(out / "proxy", model, tok, proc)
+    torch.save(log["adam_state"], out / "adam_state.pt")
+    _record(out, "warmup", settings, time.perf_counter() - start, n_warm=len(rows), steps=log["steps"],
+            val_loss=ev["loss"] if ev else None, val_accuracy=ev["accuracy"] if ev else None)
+    return _settings(out / "warmup.json")
+
+
+def score_stage(out, *, batch_size=32, part_size=256, max_length=None) -> dict:
+    """Score every pool row with the project's default step (resumable parts in DIR/scores.parquet.parts)."""
+    out = Path(out)
+    settings = dict(step=DEFAULT.as_dict(), batch_size=batch_size, part_size=part_size, max_length=max_length,
+                    warmup=_settings(out / "warmup.json").get("settings"))
+    if _done(out, "score", settings) and score.manifest_path(out / "scores.parquet").exists():
+        return _settings(out / "score.json")
+    if not (out / "warmup.json").exists():
+        raise FileNotFoundError(f"{out} holds no warmed proxy: run `python -m ost warmup --out {out}` first")
+    dd = _prepared(out)
+    model, tok, proc = models.load(out / "proxy")
+    start = time.perf_counter()
+    frame = score.score_pool(model, tok, proc, dd["pool"], dd["validation"], out / "scores.parquet", step=DEFAULT,
+                             warm_state=torch.load(out / "adam_state.pt", weights_only=True),
+                             batch_size=batch_size, part_size=part_size, max_length=max_length)
+    _record(out, "score", settings, time.perf_counter() - start, status=frame["status"].value_counts().to_dict())
+    return _settings(out / "score.json")
+
+
+def _selected_records(source: Path, ids: set, out: Path):
+    """The kept records in the input's own form: LLaVA JSON objects (image paths made valid from `out`)."""
+    if source.is_file() and source.suffix.lower() == ".json":
+        raw = json.loads(source.read_text())
+        kept = []
+        for i, r in enumerate(raw):
+            if loaders.record_id(r, i, source) in ids:
+                r = dict(r)
+                r["image"] = os.path.relpath(source.parent / r["image"], out)
+                kept.append(r)
+        return kept
+    if source.suffix.lower() == ".parquet":
+        rows = datasets.Dataset.from_parquet(str(source), keep_in_memory=True)
+    else:
+        rows = loaders._pick_split(datasets.load_from_disk(str(source)), source, None)
+    own = rows["id"] if "id" in rows.column_names else [f"{i:06d}" for i in range(len(rows))]   # as the loader names them
+    rows.select([i for i, rid in enumerate(own) if str(rid) in ids]).to_parquet(str(out / "selected.parquet"))
+    return {"source": str(source), "rows": "selected.parquet", "ids": sorted(ids)}
+
+
+def select_stage(out, *, fraction=0.2, toxic_threshold=0.0) -> dict:
+    """selected.json, toxic.csv and report.json from DIR/scores.parquet."""
+    out = Path(out)
+    frame = score.read_scores(out / "scores.parquet").set_index("id")
+    ok = frame[frame["status"] == "ok"]
+    kept = select.top_fraction(ok["utility"], fraction)
+    source = Path(_settings(out / "prepare.json")["settings"]["data"])
+    runs.replace_text(out / "selected.json", json.dumps(_selected_records(source, set(kept), out), indent=1))
+    rank = ok["utility"].rank(ascending=False, method="first").astype(int)
+    flags = select.toxic_flags(ok["utility"], toxic_threshold)
+    flags = flags.to_numpy()
+    toxic = pd.DataFrame({"id": ok.index[flags], "utility": ok["utility"][flags], "rank": rank[flags],
+                          "reason": f"utility < {toxic_threshold:g}: one step on it raises the validation loss"})
+    toxic.sort_values("utility").to_csv(out / "toxic.csv", index=False)
+    stages = {s: _settings(out / f"{s}.json") for s in ("prepare", "warmup", "score")}
+    report = dict(rows=len(frame), status=frame["status"].value_counts().sort_index().to_dict(),
+                  selected=len(kept), fraction=fraction, toxic=int(flags.sum()), toxic_threshold=toxic_threshold,
+                  seconds={s: v.get("seconds") for s, v in stages.items()},
+                  settings={s: v.get("settings") for s, v in stages.items()},
+                  prepare=stages["prepare"].get("report"), warmup_val_accuracy=stages["warmup"].get("val_accuracy"))
+    runs.replace_text(out / "report.json", json.dumps(report, indent=1, default=str))
+    return report
+
+
+def summary(report: dict) -> str:
+    p = report["prepare"] or {}
+    lines = [f"{report['rows']} records: " + ", ".join(f"{n} {s}" for s, n in report["status"].items()),
+             f"validation: {p.get('validation')} records ({p.get('validation_source')})",
+             f"kept {report['selected']} (top {report['fraction']:.0%} by one-step utility); "
+             f"flagged toxic: {report['toxic']} (toxic.csv)",
+             "seconds: " + ", ".join(f"{s} {v:.0f}" for s, v in report["seconds"].items() if v is not None)]
+    if p.get("no_final"):
+        lines.append(f"{p['no_final']} records have no final answer we can find: scored, not evaluable")
+    acc = report.get("warmup_val_accuracy")
+    if acc is not None:
+        lines.append(f"proxy after warm-up: {acc:.0%} validation exact match")
+        if acc < COMPETENT:
+            lines.append(f"  below {COMPETENT:.0%}: a proxy that cannot do the task cannot tell a right answer from "
+                         "a wrong one, so do not trust this ranking yet: warm longer (--warmup-epochs) or pass a "
+                         "stronger --proxy")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m ost", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    cmds = {name: sub.add_parser(name, help=text) for name, text in [
+        ("run", "every stage: prepare, warmup, score, select"), ("prepare", "load and check DATA and VAL"),
+        ("warmup", "warm the proxy on DATA"), ("score", "score every record with the default step"),
+        ("select", "the top fraction, the toxic list and the report")]}
+    for name, p in cmds.items():
+        p.add_argument("--out", type=Path, required=True, help="the folder every stage writes to")
+        if name in ("run", "prepare"):
+            p.add_argument("data", help="a LLaVA-style JSON file, a save_to_disk folder or a .parquet file")
+            p.add_argument("--val", help="the validation set, same formats (clean: it is what utility is measured on)")
+            p.add_argument("--val-fraction", type=float, help="carve a seeded validation slice from DATA instead")
+            p.add_argument("--final-pattern", help="a regex with one group for the final answer, tried first")
+            p.add_argument("--columns", nargs="+", metavar="FIELD=COLUMN", default=[],
+                           help="a folder's or parquet file's columns, e.g. question=problem")
+        if name in ("run", "warmup"):
+            p.add_argument("--proxy", default=WARMUP["proxy"], help="a preset or a Qwen2-VL checkpoint folder / id")
+            p.add_argument("--warmup-fraction", type=float, default=WARMUP["warmup_fraction"])
+            p.add_argument("--warmup-epochs", type=float, default=WARMUP["warmup_epochs"])
+        if name in ("run", "score"):
+            p.add_argument("--max-length", type=int, help="tokens; a longer record gets status skipped:too_long")
+            p.add_argument("--part-size", type=int, default=256, help="records per resumable part file")
+        if name in ("run", "select"):
+            p.add_argument("--fraction", type=float, default=0.2, help="share of the usable records kept")
+        p.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    if args.command in ("run", "prepare"):
+        bad = [c for c in args.columns if c.count("=") != 1]
+        if bad:
+            parser.error(f"--columns takes FIELD=COLUMN pairs, got {bad}")
+        prepare(args.data, out, val=args.val, val_fraction=args.val_fraction, final_pattern=args.final_pattern,
+                columns=dict(c.split("=") for c in args.columns) or None, seed=args.seed)
+    if args.command in ("run", "warmup"):
+        warmup(out, proxy=args.proxy, warmup_fraction=args.warmup_fraction, warmup_epochs=args.warmup_epochs,
+               seed=args.seed)
+    if args.command in ("run", "score"):
+        score_stage(out, part_size=args.part_size, max_length=args.max_length)
+        print(validate.format_report(validate.report(score.read_scores(out / "scores.parquet"))))
+    if args.command in ("run", "select"):
+        print(summary(select_stage(out, fraction=args.fraction)))
