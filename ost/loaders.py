@@ -11,7 +11,6 @@ import warnings
 from pathlib import Path
 
 import datasets
-from PIL import Image
 
 from . import answers, validate
 from .data import FIELDS, to_dataset

@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from ost import base, collate, data, models, paths, pool, train
+from ost import base, collate, data, models, paths, train
 from conftest import TINY
 
 

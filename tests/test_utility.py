@@ -307,7 +307,7 @@ def test_normalized_first_order_on_tiny_qwen_matches_the_exact_step(qwen, backen
         params = [p for p in model.parameters() if p.requires_grad]
         flat = lambda gs: torch.cat([g.reshape(-1) for g in gs])
         gval = flat(utility.val_gradient(model, val, loss))
-        gis = [flat(utility._grads(l, params, retain_graph=True)) for b in train for l in loss(model, b)]
+        gis = [flat(utility._grads(li, params, retain_graph=True)) for b in train for li in loss(model, b)]
         fast = one_step_utility(model, train, val, loss, lr=1e-4, normalize=True, backend=backend)
         assert utility.last_path == backend
         exact = one_step_utility(model, train, val, loss, lr=1e-4, normalize=True, method="exact")
