@@ -8,7 +8,7 @@ slow exact form), the validation gradient g_val and the warm-up's Adam state (D 
 * `cosine`:           ⟨g_val, g_i⟩ / ‖g_val‖‖g_i‖  direction only, as LESS normalises
 * `warm_adam_unit`:   ⟨g_val / D, g_i / ‖g_i‖⟩     warm Adam's preconditioning on a unit-length gradient
 * `fresh_adam_sign`:  ⟨g_val, sign(g_i)⟩           first order of a fresh Adam's first step (−lr·sign g_i)
-* `unit_val_only`:    ⟨ĝ_val / D, g_i⟩            ĝ_val = mean_j g_j / ‖g_j‖: every validation sample votes once
+* `unit_val_only`:    ⟨ĝ_val / D, g_i⟩            ĝ_val = mean_j g_j / ‖g_j‖ (`utility.val_gradient(unit_val=True)`)
 * `unit_both`:        ⟨ĝ_val / D, g_i / ‖g_i‖⟩    both sides at unit length, as LESS normalises (`ost.step.DEFAULT`)
 * `low_loss`:         −loss_i                     the loss filter, for reference
 
@@ -50,17 +50,6 @@ def _each_gradient(model, batches, params):
 
 def _norm(g):
     return float(torch.sqrt(sum((c.double() ** 2).sum() for c in g)))
-
-
-def unit_val_gradient(model, val_batches):
-    """mean_j g_j / ‖g_j‖ over the validation samples: each one votes once, whatever its loss."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    acc, n = [torch.zeros_like(p) for p in params], 0
-    for _, g in _each_gradient(model, val_batches, params):
-        norm, n = _norm(g), n + 1
-        for a, c in zip(acc, g):
-            a.add_(c / norm if norm > 0 else c)
-    return [a / n for a in acc]
 
 
 def per_sample_scores(model, batches, gval, adam_state, gval_unit):
@@ -192,7 +181,7 @@ def main(argv=None):
         gval = utility.val_gradient(model, val_b, collate.per_sample_loss)
         start = time.perf_counter()
         with torch.enable_grad():
-            gval_unit = unit_val_gradient(model, val_b)
+            gval_unit = utility.val_gradient(model, val_b, collate.per_sample_loss, unit_val=True)
             scores = per_sample_scores(model, batches, gval, log["adam_state"], gval_unit)
         out["per_sample_seconds_per_1000"] = (time.perf_counter() - start) / len(scored) * 1000
         start = time.perf_counter()

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import answers, base, data, loaders, models, runs, score, select, train, validate
+from . import answers, base, data, loaders, models, runs, score, select, train, transfer, validate
 from .step import DEFAULT
 
 WARMUP = dict(proxy="proxy", warmup_fraction=1.0, warmup_epochs=12.0, warmup_lr=2e-3, batch_size=32)
@@ -110,7 +110,7 @@ def warmup(out, *, proxy=WARMUP["proxy"], warmup_fraction=WARMUP["warmup_fractio
         return _settings(out / "warmup.json")
     dd = _prepared(out)
     ok = [i for i, s in enumerate(dd["pool"]["status"]) if s == "ok"]
-    rows = np.random.default_rng(seed).permutation(ok)[:max(1, round(warmup_fraction * len(ok)))]
+    rows = [ok[i] for i in transfer.warm_rows(len(ok), warmup_fraction, seed)]    # notebook 01's slice rule
     start = time.perf_counter()
     try:
         model, tok, proc = base.load_model(proxy)
@@ -118,7 +118,7 @@ def warmup(out, *, proxy=WARMUP["proxy"], warmup_fraction=WARMUP["warmup_fractio
         hint = " (the hub is off: HF_HUB_OFFLINE=1; pass a local checkpoint folder)" if os.environ.get(
             "HF_HUB_OFFLINE") == "1" else ""
         raise OSError(f"cannot load the proxy {proxy!r}{hint}: {err}") from None
-    log = train.sft(model, tok, proc, dd["pool"].select(sorted(rows.tolist())), epochs=warmup_epochs,
+    log = train.sft(model, tok, proc, dd["pool"].select(rows), epochs=warmup_epochs,
                     lr=warmup_lr, batch_size=batch_size, seed=seed, progress=True)
     val = dd["validation"].filter(lambda f: bool(f), input_columns="final")
     ev = train.evaluate(model, tok, proc, val, extract=answers.find_final) if len(val) else None

@@ -148,8 +148,12 @@ def dots_and_norms(model, batch, loss_fn, params, d) -> tuple:
     """(losses, ⟨d, g_i⟩, ‖g_i‖), each float64 (B,), from one forward and one backward pass."""
     losses, grads = gradients(model, batch, loss_fn, params)
     dots = sum((g.double() * dp.double()).flatten(1).sum(1) for g, dp in zip(grads, d))
-    norms = torch.sqrt(sum((g.double() ** 2).flatten(1).sum(1) for g in grads))
-    return losses.double(), dots, norms
+    return losses.double(), dots, _norms_of(grads)
+
+
+def _norms_of(grads) -> torch.Tensor:
+    """float64 (B,) ‖g_i‖ of per-sample gradients (B, *shape) per parameter."""
+    return torch.sqrt(sum((g.double() ** 2).flatten(1).sum(1) for g in grads))
 
 
 def norms_by_loop(model, batch, loss_fn, params) -> torch.Tensor:
@@ -169,4 +173,4 @@ def norms(model, batch, loss_fn, params) -> torch.Tensor:
         _, grads = gradients(model, batch, loss_fn, params)
     except NotImplementedError:
         return norms_by_loop(model, batch, loss_fn, params)
-    return torch.sqrt(sum((g.double() ** 2).flatten(1).sum(1) for g in grads))
+    return _norms_of(grads)

@@ -272,10 +272,12 @@ def main(argv=None):
     model, tok, proc = models.load(args.model)
     step = Step(method=args.method, optimizer=args.optimizer, lr=args.lr, normalize=args.normalize,
                 unit_val=args.unit_val, continue_warmup=not args.fresh_adam)
-    if step.optimizer == "adam" and step.continue_warmup and not args.adam_state:
-        cli.error(f"the step ({step.label}) continues the warm-up's Adam state: pass --adam-state "
-                     "(notebook 01 saves it as adam_state.pt next to the proxy), or --fresh-adam, or --optimizer sgd")
     warm_state = torch.load(args.adam_state, weights_only=True) if args.adam_state else None
+    try:
+        step.adam_state(warm_state)
+    except ValueError as err:
+        cli.error(f"{err} ({step.label}): pass --adam-state (notebook 01 saves adam_state.pt next to the proxy), "
+                  "or --fresh-adam, or --optimizer sgd")
     dd = data.load_pool(args.pool)
     frame = score_pool(model, tok, proc, dd["pool"], dd["validation"], args.out, step=step,
                        warm_state=warm_state, part_size=args.part_size,
