@@ -16,7 +16,7 @@ import re
 
 SHORT_ANSWER = 20
 PATTERNS = {
-    "answer_line": re.compile(r"Answer:\s*(.+?)\s*(?:\n|$)"),
+    "answer_line": re.compile(r"Answer:(?!.*Answer:)\s*(.+?)\s*(?:\n|$)"),  # the line's last Answer:
     "the_answer_is": re.compile(r"the (?:final |correct )?answer is[:\s]*(.+?)\s*(?:\n|$)", re.IGNORECASE),
     "boxed": re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}"),
     "hashes": re.compile(r"####\s*(.+?)\s*(?:\n|$)"),

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import answers, base, data, loaders, models, runs, score, select, train, transfer, validate
+from . import base, data, loaders, models, runs, score, select, train, transfer, validate
 from .step import DEFAULT
 
 WARMUP = dict(proxy="proxy", warmup_fraction=1.0, warmup_epochs=12.0, warmup_lr=2e-3, batch_size=32)
@@ -121,7 +121,7 @@ def warmup(out, *, proxy=WARMUP["proxy"], warmup_fraction=WARMUP["warmup_fractio
     log = train.sft(model, tok, proc, dd["pool"].select(rows), epochs=warmup_epochs,
                     lr=warmup_lr, batch_size=batch_size, seed=seed, progress=True)
     val = dd["validation"].filter(lambda f: bool(f), input_columns="final")
-    ev = train.evaluate(model, tok, proc, val, extract=answers.find_final) if len(val) else None
+    ev = train.evaluate(model, tok, proc, val) if len(val) else None
     models.save(out / "proxy", model, tok, proc)
     torch.save(log["adam_state"], out / "adam_state.pt")
     _record(out, "warmup", settings, time.perf_counter() - start, n_warm=len(rows), steps=log["steps"],

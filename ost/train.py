@@ -13,8 +13,9 @@ from tqdm.auto import tqdm
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
+from .answers import find_final
 from .collate import Collator, EncodedDataset, per_sample_loss
-from .data import extract_final, normalize_final
+from .data import normalize_final
 
 
 class _History(TrainerCallback):
@@ -173,10 +174,10 @@ def generate(model, tokenizer, processor, dataset, batch_size: int = 64, max_new
 
 
 def evaluate(model, tokenizer, processor, dataset, batch_size: int = 64, max_new_tokens: int = 64,
-             progress: bool = False, extract=extract_final) -> dict:
+             progress: bool = False, extract=find_final) -> dict:
     """Exact match of the final answer, overall and per task family, plus the mean answer loss.
-    `extract` reads the final out of a completion: the pool's `Answer:` line by default,
-    `ost.answers.find_final` for data that writes it other ways."""
+    `extract` reads the final out of a completion: `ost.answers.find_final` (the pool's `Answer:` line,
+    "The answer is", \\boxed, ####, a choice letter, a bare short answer), the loaders' rule too."""
     preds = generate(model, tokenizer, processor, dataset, batch_size, max_new_tokens, progress)
     hits = defaultdict(list)
     for pred, final, task in zip(preds, dataset["final"], dataset["task"]):

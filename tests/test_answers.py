@@ -24,7 +24,9 @@ def test_patterns_in_order(text, final, rule):
 
 
 def test_the_synthetic_form_reads_as_before():
-    for text in ("The digits are 1 and 2. 1 + 2 = 3. Answer: 3", "x Answer: 10.", "Answer:  7 \nmore"):
+    """Evaluation reads finals with find_final now; on the pool's form nothing moves."""
+    for text in ("The digits are 1 and 2. 1 + 2 = 3. Answer: 3", "x Answer: 10.", "Answer:  7 \nmore",
+                 "Answer: 3. Answer: 12.", "Answer: 4\nAnswer: 9"):
         assert answers.find_final(text) == data.extract_final(text)
 
 
