@@ -1,7 +1,7 @@
 """The base stage: each tiny preset is pretrained once on clean, cheap data, then cached.
 
 A real Qwen-VL starts SFT already able to see and to add; a from-scratch tiny model does not,
-and then seed noise drowns every data effect (design notes §6). So each preset is pretrained in two
+and then seed noise drowns every data effect (docs/design.md). So each preset is pretrained in two
 steps: its vision tower learns to tell digits apart (`pretrain_vision`), then, with the tower frozen,
 the whole model learns digit captions ("Which digits are shown?") and text-only arithmetic. Every
 warmup and SFT run starts from that base. The cache key is the preset, the recipe, the tokenizer

@@ -1,7 +1,7 @@
 """Real handwritten digits drawn onto a grid a tiny vision tower can read.
 
 With 14-px patches merged 2×2, one 28×28 cell is exactly one image token; each digit fills one
-cell, so perception is learnable from scratch (small scattered objects were not, see the design notes).
+cell, so perception is learnable from scratch (small scattered objects were not: docs/design.md).
 The scikit-learn digits are split by image so that no handwriting sample is shared between sides.
 """
 from functools import lru_cache
