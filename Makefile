@@ -52,10 +52,10 @@ reproduce: venv ## the main job: run every notebook with configs/$(RUN).yaml int
 	  "$$(git rev-parse --short HEAD)" "$$(date -u +%FT%TZ)" > results/$(RUN)/reproduce.json
 	$(if $(filter main,$(RUN)),$(MAKE) --no-print-directory readme)
 
-readme: venv ## render the README's tables from results/main/summary.json, regime.json and credibility.json
+readme: venv ## render README.md's table from results/main/summary.json, docs/results.md's from regime.json and credibility.json
 	$(PY) -m ost.analysis --summary results/main/summary.json --readme README.md > /dev/null
-	$(PY) -m ost.regime --out results/main/regime.json --readme README.md
-	$(if $(wildcard results/main/credibility.json),$(PY) -m ost.credibility --config configs/main.yaml --readme README.md)
+	$(PY) -m ost.regime --out results/main/regime.json --readme docs/results.md
+	$(if $(wildcard results/main/credibility.json),$(PY) -m ost.credibility --config configs/main.yaml --readme docs/results.md)
 
 regime: venv ## learning curves of the target: full pool and clean part, 3 lrs x 3 seeds, 8 epochs (~40 min) -> results/$(RUN)/regime.json
 	$(PY) -m ost.regime --config configs/$(RUN).yaml --out results/$(RUN)/regime.json

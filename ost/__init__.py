@@ -20,7 +20,7 @@ __version__ = "0.1.0"
 
 # the few names a user needs, loaded on first use (so `import ost` stays light)
 _EXPORTS = {"Step": "step", "one_step_utility": "utility", "score_pool": "score", "score_samples": "score",
-            "top_fraction": "select", "toxic_flags": "select"}
+            "top_fraction": "select", "toxic_flags": "select", "load_any": "loaders"}
 __all__ = sorted(_EXPORTS)
 
 

@@ -93,7 +93,7 @@ def report(run: str, config: dict, rebuild: bool = True, progress: bool = True) 
 
 
 def markdown(rep: dict) -> str:
-    """The checks as the README shows them."""
+    """The checks as docs/results.md shows them."""
     yes = {True: "yes", False: "**no**"}
     pct = lambda xs: " / ".join(f"{100 * x:.1f}" for x in xs)     # noqa: E731
     lines = ["| check | goal | measured | holds |", "|---|---|---|---|",
@@ -124,7 +124,7 @@ def main(argv=None):
     parser.add_argument("--config", type=Path, required=True, help="a configs/*.yaml file (pool and SFT keys)")
     parser.add_argument("--run", default="main", help="reads results/<run>/sft_runs.jsonl, writes credibility.json")
     parser.add_argument("--no-rebuild", action="store_true", help="skip (c), the runs from a 2-thread base")
-    parser.add_argument("--readme", type=Path, help="only render results/<run>/credibility.json into this README")
+    parser.add_argument("--readme", type=Path, help="only render results/<run>/credibility.json into this page (docs/results.md)")
     args = parser.parse_args(argv)
     path = runs.results_dir(args.run) / "credibility.json"
     if args.readme:

@@ -118,7 +118,7 @@ def figure(report, path):
 
 def markdown(report) -> str:
     """The curve as a table: per lr and epoch, Full-SFT mean ± 95 % CI and spread over seeds, the clean
-    part's mean, the smallest per-seed noise gap, and Full-SFT's test answer loss (what the README shows)."""
+    part's mean, the smallest per-seed noise gap, and Full-SFT's test answer loss (what docs/results.md shows)."""
     s = report["settings"]
     lines = [f"{len(s['seeds'])} seeds, {s['n_pool']}-sample pool, {s['n_test']} clean test questions, batch "
              f"{s['batch_size']}, one {s['epochs']}-epoch cosine run per (part, lr, seed), scored after the epochs "
@@ -140,7 +140,7 @@ def main(argv=None):
         kind = type(value[0]) if isinstance(value, list) else type(value)
         parser.add_argument(f"--{key.replace('_', '-')}", type=kind, nargs="+" if isinstance(value, list) else None,
                             default=value)
-    parser.add_argument("--readme", type=Path, help="only render an existing --out report into this README")
+    parser.add_argument("--readme", type=Path, help="only render an existing --out report into this page (docs/results.md)")
     args = parser.parse_args(argv)
     if args.readme:
         from .analysis import fill_block
