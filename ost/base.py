@@ -149,16 +149,16 @@ def _build_quietly(preset: str):
     return str(base_dir(preset)), time.perf_counter() - start
 
 
-def build_bases(presets) -> None:
+def build_bases(names) -> None:
     """Build the missing bases side by side, one process each, before a long job needs them one after another.
 
     Each build keeps its own BUILD_THREADS count, so its bytes are those of a build on its own: on 2 cores
     the proxy (2 threads) and the target (1 thread) take about as long together as the target alone.
     """
-    unknown = sorted(set(presets) - set(models.PRESETS))
+    unknown = sorted(set(names) - set(models.PRESETS))
     if unknown:
         raise SystemExit(f"unknown preset(s) {unknown}; known: {sorted(models.PRESETS)}")
-    missing = [p for p in dict.fromkeys(presets) if not is_built(p)]
+    missing = [p for p in dict.fromkeys(names) if not is_built(p)]
     if not missing:
         return
     tokenizer()     # shared by every build: trained here once, not raced for by the workers
