@@ -6,9 +6,9 @@ import datasets
 import pytest
 from PIL import Image
 
-from ost import loaders
-from ost.data import FEATURES, FIELDS, to_dataset
-from ost.paths import FIXTURES
+from ost.data import loaders
+from ost.data.schema import FEATURES, FIELDS, to_dataset
+from ost.runs.paths import FIXTURES
 
 LLAVA = FIXTURES / "llava" / "mini.json"
 HF = FIXTURES / "hf_mini"
