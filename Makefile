@@ -16,7 +16,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 BASES := proxy target
 NOTEBOOKS := $(notdir $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb)))
 
-.PHONY: help venv test reproduce readme regime warmup-curve step-variants credibility bench lab clean-quick
+.PHONY: help venv lint test reproduce readme regime warmup-curve step-variants credibility bench lab clean-quick
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -35,7 +35,10 @@ $(VENV)/.installed: environment.yml pyproject.toml
 
 venv: $(VENV)/.installed ## build .venv from the pins in environment.yml (pip; no conda needed)
 
-test: venv ## run the tests and execute every notebook at its quick defaults (nbval)
+lint: venv ## ruff: pyflakes, pycodestyle at 120 columns, import order (pyproject.toml)
+	$(VENV)/bin/ruff check .
+
+test: venv lint ## lint, then the tests and every notebook executed at its quick defaults (nbval)
 	$(PY) -m ost.models.base $(BASES)    # the notebooks' two bases, built side by side (once; ~3.5 min instead of ~6)
 	$(PY) -m pytest -q tests notebooks --nbval-lax
 

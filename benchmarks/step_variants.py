@@ -1,7 +1,8 @@
 """Which one-step ranking finds the toxic samples? Step variants side by side on one warmed proxy.
 
 Every variant here is a function of the same per-sample gradients g_i (taken one sample at a time, the
-slow exact form), the validation gradient g_val and the warm-up's Adam state (D = √(v̂) + eps, as `ost.method.one_step` forms it):
+slow exact form), the validation gradient g_val and the warm-up's Adam state
+(D = √(v̂) + eps, as `ost.method.one_step` forms it):
 
 * `sgd`:              ⟨g_val, g_i⟩                 first-order SGD step (the paper's plain utility)
 * `warm_adam`:        ⟨g_val / D, g_i⟩             first-order step of the warm-up's own Adam (the earlier default)
@@ -9,7 +10,8 @@ slow exact form), the validation gradient g_val and the warm-up's Adam state (D 
 * `warm_adam_unit`:   ⟨g_val / D, g_i / ‖g_i‖⟩     warm Adam's preconditioning on a unit-length gradient
 * `fresh_adam_sign`:  ⟨g_val, sign(g_i)⟩           first order of a fresh Adam's first step (−lr·sign g_i)
 * `unit_val_only`:    ⟨ĝ_val / D, g_i⟩            ĝ_val = mean_j g_j / ‖g_j‖ (`one_step.val_gradient(unit_val=True)`)
-* `unit_both`:        ⟨ĝ_val / D, g_i / ‖g_i‖⟩    both sides at unit length, as LESS normalises (`ost.method.step.DEFAULT`)
+* `unit_both`:        ⟨ĝ_val / D, g_i / ‖g_i‖⟩    both sides at unit length, as LESS normalises
+                                                   (`ost.method.step.DEFAULT`)
 * `low_loss`:         −loss_i                     the loss filter, for reference
 
 A sample of `--n-exact` is also scored with the exact fresh-Adam and warm-Adam steps, to say how well the
@@ -120,14 +122,16 @@ def render(reports: dict) -> str:
             fast = r.get(FAST_OF.get(v, ""))
             cost = f"{fast:.1f} ({fast / epoch:.1f}× an epoch)" if fast and epoch else "—"
             bold = "**" if v == "unit_both" else ""
-            out.append(f"| {bold}{v}{bold} | {a['all']:.2f} | " + " | ".join(f"{a.get(k, float('nan')):.2f}" for k in kinds)
+            per_kind = " | ".join(f"{a.get(k, float('nan')):.2f}" for k in kinds)
+            out.append(f"| {bold}{v}{bold} | {a['all']:.2f} | " + per_kind
                        + (" | —" if v == "low_loss" else f" | {np.mean(toxic):.0%} / {f['clean']:.0%}")
                        + f" | {rep['top20_noise']:.0%} / {rep['top50_noise']:.0%}"
                        + f" | {'—' if exact is None else f'{exact:.2f}'} | {cost} |")
         out += ["", f"One proxy epoch: {epoch:.1f} s per 1,000 samples; the per-sample loop every row was read from: "
                 f"{r['per_sample_seconds_per_1000']:.0f} s. Exact forms on the first "
                 f"{r['exact_default']['n']} samples: AUROC " + ", ".join(
-                    f"{name.replace('_', ' ')} {r[name]['auroc']['all']:.2f}" for name in EXACT_OF.values() if name in r)
+                    f"{name.replace('_', ' ')} {r[name]['auroc']['all']:.2f}"
+                    for name in EXACT_OF.values() if name in r)
                 + ".", ""]
     return "\n".join(out)
 

@@ -6,13 +6,15 @@
 or one stage at a time, each reading the previous one's files from DIR: `prepare DATA (--val VAL |
 --val-fraction F) --out DIR`, `warmup --out DIR`, `score --out DIR`, `select --fraction F --out DIR`.
 DATA and VAL are a LLaVA-style JSON file, a `save_to_disk` folder or a .parquet file. A stage whose
-output is in DIR with the same settings is skipped, and scoring resumes from its finished parts, so a rerun after a kill goes on.
+output is in DIR with the same settings is skipped, and scoring resumes from its finished parts, so a rerun after a
+kill goes on.
 A folder or .parquet file (e.g. Geometry3K: `--columns question=problem`; its `choices` go into the
 question, its `images` list stands for the image) is read by `ost.data.loaders.read_hf_dataset`.
 
 DIR/ holds: `scores.parquet` (+ manifest: every input id with a status), `selected.json` (the kept
 records, in a LLaVA input's own format, image paths valid from DIR; for a folder or parquet input, the
-kept ids, with the kept rows in `selected.parquet`, same columns), `toxic.csv` (id, utility, rank, reason), `report.json` (counts, seconds per stage, settings).
+kept ids, with the kept rows in `selected.parquet`, same columns), `toxic.csv` (id, utility, rank, reason),
+`report.json` (counts, seconds per stage, settings).
 """
 import argparse
 import json
@@ -167,7 +169,8 @@ def _selected_records(source: Path, ids: set, out: Path):
         rows = datasets.Dataset.from_parquet(str(source), keep_in_memory=True)
     else:
         rows = loaders._pick_split(datasets.load_from_disk(str(source)), source, None)
-    own = rows["id"] if "id" in rows.column_names else [f"{i:06d}" for i in range(len(rows))]   # as the loader names them
+    # ids as the loader names them
+    own = rows["id"] if "id" in rows.column_names else [f"{i:06d}" for i in range(len(rows))]
     rows.select([i for i, rid in enumerate(own) if str(rid) in ids]).to_parquet(str(out / "selected.parquet"))
     return {"source": str(source), "rows": "selected.parquet", "ids": sorted(ids)}
 

@@ -83,11 +83,13 @@ LLAVA_CASES = {   # name → (edit, raw byte replacement, record index, reason, 
     "image path to no file": (_set(1, image="images/gone.png"), None, 1, "image_missing", "image"),
     "image not an image": (lambda rs, f: (_write(f, "bad.png", b"this is text"), rs[0].update(image="images/bad.png")),
                            None, 0, "image_unreadable", "image"),
-    "image truncated": (lambda rs, f: (_write(f, "half.png", _noise_png()[:2000]), rs[2].update(image="images/half.png")),
+    "image truncated": (lambda rs, f: (_write(f, "half.png", _noise_png()[:2000]),
+                                       rs[2].update(image="images/half.png")),
                         None, 2, "image_truncated", "image"),
     "image zero-size": (lambda rs, f: (_write(f, "zero.png", b""), rs[1].update(image="images/zero.png")),
                         None, 1, "image_empty", "image"),
-    "image a decompression bomb": (lambda rs, f: (_write(f, "bomb.png", _bomb_png()), rs[3].update(image="images/bomb.png")),
+    "image a decompression bomb": (lambda rs, f: (_write(f, "bomb.png", _bomb_png()),
+                                                  rs[3].update(image="images/bomb.png")),
                                    None, 3, "image_too_large", "image"),
     "image field a number": (_set(0, image=7), None, 0, "bad_field", "image"),
     "image field absent": (lambda rs, f: rs[2].pop("image"), None, 2, "missing_field", "image"),
@@ -193,7 +195,8 @@ def test_other_image_modes_become_rgb_with_a_note(tmp_path, mode, make):
     im = make()
     fmt = "JPEG" if mode == "CMYK" else "PNG"
     name = f"odd.{fmt.lower()}"
-    path, _ = _llava_copy(tmp_path, lambda rs, f: (im.save(f / "images" / name, fmt), rs[0].update(image=f"images/{name}")))
+    path, _ = _llava_copy(tmp_path, lambda rs, f: (im.save(f / "images" / name, fmt),
+                                                   rs[0].update(image=f"images/{name}")))
     ds = loaders.load_llava_json(path, on_error="skip")
     assert ds["status"] == ["ok"] * N_LLAVA
     assert ds[0]["image"].mode == "RGB" and ds[0]["image"].size == (56, 56)
@@ -245,7 +248,8 @@ def test_hf_bad_row_raises_or_is_skipped(tmp_path, case):
     assert err.value.reason == reason and str(err.value).startswith(f"{path}: row {i} (id ")
     with pytest.warns(UserWarning, match=f"1 of 4 records skipped .*{reason}"):
         ds = loaders.load_hf_dataset(path, on_error="skip")
-    assert ds["id"] == ["h0", "h1", "000002" if case == "id empty" else "h2", "h0" if reason == "duplicate_id" else "h3"]
+    assert ds["id"] == ["h0", "h1", "000002" if case == "id empty" else "h2",
+                        "h0" if reason == "duplicate_id" else "h3"]
     assert ds["status"] == ["ok"] * i + [f"skipped:{reason}"] + ["ok"] * (3 - i)
     if features is BINARY_Q:                                              # UTF-8 bytes are fine text
         assert ds["question"][0] == "Which digit?"
@@ -277,7 +281,8 @@ def test_hf_question_of_another_type_is_refused_in_every_row(tmp_path):
 def test_hf_unmapped_column_is_refused_not_ignored(tmp_path):
     feats = datasets.Features({**HF_FEATURES, "source": datasets.Value("string")})
     path = _hf(tmp_path, {k: {"source": "web"} for k in range(4)}, feats)
-    with pytest.raises(ValueError, match=r"column\(s\) \['source'\] map to no schema field.*ignore_fields=\['source'\]"):
+    with pytest.raises(ValueError,
+                       match=r"column\(s\) \['source'\] map to no schema field.*ignore_fields=\['source'\]"):
         loaders.load_hf_dataset(path)
     assert len(loaders.load_hf_dataset(path, ignore_fields=["source"])) == 4
 
@@ -287,7 +292,8 @@ def test_hf_unmapped_column_is_refused_not_ignored(tmp_path):
 @pytest.fixture
 def saved_pool(tmp_path, records):
     def save(edit=None):
-        dd = datasets.DatasetDict({"pool": schema.to_dataset(records[:6]), "validation": schema.to_dataset(records[6:8])})
+        dd = datasets.DatasetDict({"pool": schema.to_dataset(records[:6]),
+                                   "validation": schema.to_dataset(records[6:8])})
         if edit:
             dd = edit(dd)
         folder = tmp_path / "pool"
@@ -297,11 +303,11 @@ def saved_pool(tmp_path, records):
 
 
 @pytest.mark.parametrize("edit,message", [
-    (lambda dd: datasets.DatasetDict({**dd, "pool": dd["pool"].map(lambda r, i: {"id": "pool-x" if i in (1, 4) else r["id"]},
-                                                                   with_indices=True)}),
+    (lambda dd: datasets.DatasetDict({**dd, "pool": dd["pool"].map(
+        lambda r, i: {"id": "pool-x" if i in (1, 4) else r["id"]}, with_indices=True)}),
      r"split 'pool': row 4 \(id 'pool-x'\): field 'id' duplicates row 1"),
-    (lambda dd: datasets.DatasetDict({**dd, "pool": dd["pool"].map(lambda r, i: {"question": " " if i == 2 else r["question"]},
-                                                                   with_indices=True)}),
+    (lambda dd: datasets.DatasetDict({**dd, "pool": dd["pool"].map(
+        lambda r, i: {"question": " " if i == 2 else r["question"]}, with_indices=True)}),
      r"split 'pool': row 2 \(id '[^']+'\): field 'question' is empty"),
     (lambda dd: datasets.DatasetDict({**dd, "validation": dd["validation"].add_column("extra", [1, 2])}),
      r"split 'validation': columns .* do not match the schema .*unknown: \['extra'\]"),
@@ -461,7 +467,8 @@ def test_one_nonfinite_sample_does_not_poison_its_batch(tmp_path, scoring, metho
                              part_size=len(pool), batch_size=len(pool), progress=False)   # all in one batch
     assert frame["status"].tolist() == ["ok"] * 3 + ["nonfinite"] + ["ok"] * (len(pool) - 4)
     others = [i for i in range(len(pool)) if i != 3]
-    clean = score.score_pool(poisoned, tok, proc, pool.select(others), val, tmp_path / "c.parquet", step=SGD.with_(method=method),
+    clean = score.score_pool(poisoned, tok, proc, pool.select(others), val, tmp_path / "c.parquet",
+                             step=SGD.with_(method=method),
                              part_size=len(pool), batch_size=len(pool), progress=False)
     np.testing.assert_allclose(frame["utility"][others], clean["utility"], rtol=1e-4, atol=1e-9)
     assert validate.report(frame)["by_status"]["nonfinite"] == 1
@@ -556,7 +563,8 @@ def test_same_parameters_give_byte_identical_scores_and_subsets(tmp_path, scorin
     assert meta["seed"] == 3 and meta["settings"]["seed"] == 3 and meta["rows"] == len(pool)
     manifest = json.loads(score.manifest_path(files[0]).read_text())
     assert manifest["seed"] == 3 and manifest["status"] == {"ok": len(pool)}
-    other = score.score_pool(model, tok, proc, pool, val, tmp_path / "c.parquet", part_size=5, seed=4, step=SGD, progress=False)
+    other = score.score_pool(model, tok, proc, pool, val, tmp_path / "c.parquet", part_size=5, seed=4, step=SGD,
+                             progress=False)
     assert json.loads(pq.read_schema(tmp_path / "c.parquet").metadata[b"ost"])["seed"] == 4
     assert other["utility"].tolist() == frame["utility"].tolist()         # scoring draws no random numbers
 

@@ -22,7 +22,8 @@ def _strip(rows):
 
 def test_workers_give_the_serial_rows_and_resume(setup):
     root, target, dd, member = setup
-    kw = dict(target=target, grid={"same_epochs": ["a@0.5"], "fixed_compute": ["a@0.5"]}, seeds=[0, 1], epochs=2.0, lr=1e-2,
+    kw = dict(target=target, grid={"same_epochs": ["a@0.5"], "fixed_compute": ["a@0.5"]}, seeds=[0, 1],
+              epochs=2.0, lr=1e-2,
               batch_size=8, progress=False)
     torch.set_num_threads(1)          # workers run one thread each; match it so floats agree exactly
     serial = sft_grid.train_subsets(dd, member, root / "serial.jsonl", workers=1, **kw)

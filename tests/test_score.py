@@ -58,7 +58,8 @@ def test_nonfinite_is_a_status_not_a_drop(tmp_path, setup):
     poisoned = copy.deepcopy(model)
     with torch.no_grad():
         poisoned.lm_head.weight[0, 0] = float("nan")
-    frame = score.score_pool(poisoned, tok, proc, pool, val, tmp_path / "s.parquet", part_size=5, step=SGD, progress=False)
+    frame = score.score_pool(poisoned, tok, proc, pool, val, tmp_path / "s.parquet", part_size=5, step=SGD,
+                             progress=False)
     assert frame["id"].tolist() == pool["id"] and set(frame["status"]) == {"nonfinite"}
 
 

@@ -110,8 +110,10 @@ def markdown(rep: dict) -> str:
     if "base_threads" in rep:
         c = rep["base_threads"]
         lines.append(f"| (c) target base built with {c['threads']} threads instead of 1 | moves Full-SFT's mean by "
-                     f"< its CI ({100 * rep['full_ci95']:.1f}) | {100 * c['full_mean']:.1f} ± {100 * c['full_ci95']:.1f} % "
-                     f"(seeds: {pct(c['full_per_seed'])}): {c['moved'] * 100:+.1f} points | {yes[c['c_base_threads']]} |")
+                     f"< its CI ({100 * rep['full_ci95']:.1f}) | "
+                     f"{100 * c['full_mean']:.1f} ± {100 * c['full_ci95']:.1f} % "
+                     f"(seeds: {pct(c['full_per_seed'])}): {c['moved'] * 100:+.1f} points | "
+                     f"{yes[c['c_base_threads']]} |")
         if "paired" in c:
             p = c["paired"]
             (m1, h1, _), (m2, h2, _) = p["one_thread"], p[f"{c['threads']}_threads"]
@@ -129,7 +131,8 @@ def main(argv=None):
     parser.add_argument("--config", type=Path, required=True, help="a configs/*.yaml file (pool and SFT keys)")
     parser.add_argument("--run", default="main", help="reads results/<run>/sft_runs.jsonl, writes credibility.json")
     parser.add_argument("--no-rebuild", action="store_true", help="skip (c), the runs from a 2-thread base")
-    parser.add_argument("--readme", type=Path, help="only render results/<run>/credibility.json into this page (docs/results.md)")
+    parser.add_argument("--readme", type=Path,
+                        help="only render results/<run>/credibility.json into this page (docs/results.md)")
     args = parser.parse_args(argv)
     path = runs.results_dir(args.run) / "credibility.json"
     if args.readme:

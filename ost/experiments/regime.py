@@ -126,7 +126,8 @@ def markdown(report) -> str:
     lines = [f"{len(s['seeds'])} seeds, {s['n_pool']}-sample pool, {s['n_test']} clean test questions, batch "
              f"{s['batch_size']}, one {s['epochs']}-epoch cosine run per (part, lr, seed), scored after the epochs "
              f"shown; {report['wall_seconds'] / 60:.0f} min on {len(report['rows'])} runs.", "",
-             "| lr | epoch | full % (± 95 % CI) | full spread | clean % | clean − full, smallest seed | full test loss |",
+             "| lr | epoch | full % (± 95 % CI) | full spread | clean % | clean − full, smallest seed "
+             "| full test loss |",
              "|---|---|---|---|---|---|---|"]
     for r in report["summary"]:
         lines.append(f"| {r['lr']:g} | {r['epoch']} | {100 * r['full_mean']:.1f} ± {100 * r['full_ci95']:.1f} | "
@@ -143,7 +144,8 @@ def main(argv=None):
         kind = type(value[0]) if isinstance(value, list) else type(value)
         parser.add_argument(f"--{key.replace('_', '-')}", type=kind, nargs="+" if isinstance(value, list) else None,
                             default=value)
-    parser.add_argument("--readme", type=Path, help="only render an existing --out report into this page (docs/results.md)")
+    parser.add_argument("--readme", type=Path,
+                        help="only render an existing --out report into this page (docs/results.md)")
     args = parser.parse_args(argv)
     if args.readme:
         from ost.report.analysis import fill_block

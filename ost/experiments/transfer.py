@@ -64,7 +64,8 @@ def score_settings(dd, settings: dict, workers: int = 1, progress: bool = True) 
     this small gains nothing from a second thread (the proxy's exact step: 0.27 s a sample on one thread,
     0.33 s on two), so two processes score two settings in the time of one.
     """
-    base.build_bases(sorted({s["model"] for s in settings.values() if s["model"] in presets.PRESETS}))  # once, not per worker
+    # once, not per worker
+    base.build_bases(sorted({s["model"] for s in settings.values() if s["model"] in presets.PRESETS}))
     order = sorted(settings, key=lambda name: settings[name].get("step", DEFAULT).method != "exact")   # long jobs first
     jobs = {name: ((dd,), settings[name]) for name in order}
     out = dict(runs.as_done(score_setting, jobs, workers, "settings", progress))

@@ -81,7 +81,8 @@ def figure(report, path):
     for colour, fraction in zip(colours, report["settings"]["fractions"]):
         pts = sorted((p for p in report["points"] if p["fraction"] == fraction), key=lambda p: p["steps"])
         steps = [p["steps"] for p in pts]
-        axes[0].plot(steps, [100 * p["val_accuracy"] for p in pts], "-o", color=colour, label=f"{fraction:g} of the pool")
+        axes[0].plot(steps, [100 * p["val_accuracy"] for p in pts], "-o", color=colour,
+                     label=f"{fraction:g} of the pool")
         axes[1].plot(steps, [p["auroc_ost"]["all"] for p in pts], "-o", color=colour, label=f"OST, {fraction:g}")
         axes[1].plot(steps, [p["auroc_loss"]["all"] for p in pts], "--s", color=colour, label=f"loss, {fraction:g}")
     axes[0].set_ylabel("proxy validation exact match %"), axes[1].set_ylabel("toxic AUROC (all kinds)")
@@ -95,8 +96,8 @@ def figure(report, path):
 
 def markdown(report) -> str:
     kinds = sorted({k for p in report["points"] for k in p["auroc_ost"]} - {"all"})
-    lines = ["| warm-up (share × epochs) | steps | s | val EM % | OST AUROC all | loss AUROC all | OST AUROC min kind | "
-             "flagged toxic / clean |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| warm-up (share × epochs) | steps | s | val EM % | OST AUROC all | loss AUROC all "
+             "| OST AUROC min kind | flagged toxic / clean |", "|---|---|---|---|---|---|---|---|"]
     for p in report["points"]:
         worst = min(kinds, key=lambda k: p["auroc_ost"].get(k, 1.0), default=None)
         low = f"{p['auroc_ost'][worst]:.2f} ({worst.replace('_', ' ')})" if worst in p["auroc_ost"] else "–"

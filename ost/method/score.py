@@ -247,7 +247,8 @@ def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="a model folder (e.g. a warmed proxy) or checkpoint id")
     parser.add_argument("--pool", required=True,
-                        help="a pool folder: ost.data.schema.make_pool's, or a saved DatasetDict with pool and validation splits")
+                        help="a pool folder: ost.data.schema.make_pool's, "
+                             "or a saved DatasetDict with pool and validation splits")
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--lr", type=float, default=DEFAULT.lr, help=f"step lr (default {DEFAULT.lr:g})")
     parser.add_argument("--method", choices=METHODS, default=DEFAULT.method)

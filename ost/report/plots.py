@@ -133,7 +133,8 @@ def pareto(table, ax=None):
     colours = dict(zip(sorted(set(table["method"])), sns.color_palette("tab20", 20)))
     for method, group in table.groupby("method"):
         ax.scatter(group["score_seconds"] + group["train_seconds"], 100 * group["accuracy"], label=method,
-                   color=colours[method], marker="*" if method.startswith("ost") else "o", s=90 if method.startswith("ost") else 40)
+                   color=colours[method], marker="*" if method.startswith("ost") else "o",
+                   s=90 if method.startswith("ost") else 40)
         for r in group.itertuples():
             ax.annotate(f"{r.fraction:g} {'fc' if r.protocol == 'fixed_compute' else 'se'}",
                         (r.score_seconds + r.train_seconds, 100 * r.accuracy), fontsize=6,
