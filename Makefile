@@ -16,7 +16,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 BASES := proxy target
 NOTEBOOKS := $(notdir $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb)))
 
-.PHONY: help venv test reproduce readme regime warmup-curve step-variants credibility bench lab clean-quick
+.PHONY: help venv lint test reproduce readme regime warmup-curve step-variants credibility bench lab clean-quick
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -35,15 +35,18 @@ $(VENV)/.installed: environment.yml pyproject.toml
 
 venv: $(VENV)/.installed ## build .venv from the pins in environment.yml (pip; no conda needed)
 
-test: venv ## run the tests and execute every notebook at its quick defaults (nbval)
-	$(PY) -m ost.base $(BASES)    # the notebooks' two bases, built side by side (once; ~3.5 min instead of ~6)
+lint: venv ## ruff: pyflakes, pycodestyle at 120 columns, import order (pyproject.toml)
+	$(VENV)/bin/ruff check .
+
+test: venv lint ## lint, then the tests and every notebook executed at its quick defaults (nbval)
+	$(PY) -m ost.models.base $(BASES)    # the notebooks' two bases, built side by side (once; ~3.5 min instead of ~6)
 	$(PY) -m pytest -q tests notebooks --nbval-lax
 
 reproduce: venv ## the main job: run every notebook with configs/$(RUN).yaml into results/$(RUN)/, then the README table
 	mkdir -p results/$(RUN)
 	$(if $(wildcard configs/$(RUN).yaml),$(PY) -m ost.runs check configs/$(RUN).yaml)
 	start=$$(date +%s); \
-	$(PY) -m ost.base $(BASES) proxy-small && \
+	$(PY) -m ost.models.base $(BASES) proxy-small && \
 	for nb in $(NOTEBOOKS); do \
 	  $(PY) -m ost.runs execute $(if $(wildcard configs/$(RUN).yaml),-f configs/$(RUN).yaml) -p run $(RUN) \
 	    notebooks/$$nb results/$(RUN)/$$nb || exit 1; \
@@ -52,16 +55,16 @@ reproduce: venv ## the main job: run every notebook with configs/$(RUN).yaml int
 	  "$$(git rev-parse --short HEAD)" "$$(date -u +%FT%TZ)" > results/$(RUN)/reproduce.json
 	$(if $(filter main,$(RUN)),$(MAKE) --no-print-directory readme)
 
-readme: venv ## render the README's tables from results/main/summary.json, regime.json and credibility.json
-	$(PY) -m ost.analysis --summary results/main/summary.json --readme README.md > /dev/null
-	$(PY) -m ost.regime --out results/main/regime.json --readme README.md
-	$(if $(wildcard results/main/credibility.json),$(PY) -m ost.credibility --config configs/main.yaml --readme README.md)
+readme: venv ## render README.md's table from results/main/summary.json, docs/results.md's from regime.json and credibility.json
+	$(PY) -m ost.report.analysis --summary results/main/summary.json --readme README.md > /dev/null
+	$(PY) -m ost.experiments.regime --out results/main/regime.json --readme docs/results.md
+	$(if $(wildcard results/main/credibility.json),$(PY) -m ost.experiments.credibility --config configs/main.yaml --readme docs/results.md)
 
 regime: venv ## learning curves of the target: full pool and clean part, 3 lrs x 3 seeds, 8 epochs (~40 min) -> results/$(RUN)/regime.json
-	$(PY) -m ost.regime --config configs/$(RUN).yaml --out results/$(RUN)/regime.json
+	$(PY) -m ost.experiments.regime --config configs/$(RUN).yaml --out results/$(RUN)/regime.json
 
 warmup-curve: venv ## proxy competence vs warm-up length: val exact match, toxic AUROC of OST and the loss filter (~10 min) -> results/$(RUN)/warmup_curve.json
-	$(PY) -m ost.warmup_curve --config configs/$(RUN).yaml --out results/$(RUN)/warmup_curve.json
+	$(PY) -m ost.experiments.warmup_curve --config configs/$(RUN).yaml --out results/$(RUN)/warmup_curve.json
 
 step-variants: venv ## which one-step ranking finds the toxic samples: every step variant on the main pool and a second pool with 2 new noise kinds (~10 min) -> docs/step_choice.md
 	OMP_NUM_THREADS=1 $(PY) benchmarks/step_variants.py --config configs/$(RUN).yaml --fraction 1.0 --epochs 12 \
@@ -73,7 +76,7 @@ step-variants: venv ## which one-step ranking finds the toxic samples: every ste
 	  results/$(RUN)/step_variants_competent_pool1.json
 
 credibility: venv ## after reproduce: can the table decide? seed CI, noise gap, a 2-thread base (~12 min), run time -> results/$(RUN)/credibility.json
-	$(PY) -m ost.credibility --config configs/$(RUN).yaml --run $(RUN)
+	$(PY) -m ost.experiments.credibility --config configs/$(RUN).yaml --run $(RUN)
 
 bench: venv ## scoring cost vs one epoch, exact, naive loop, memory in N -> results/bench/scoring.json (~15 min; BENCH_ARGS=--quick: ~4)
 	$(PY) benchmarks/bench_utility.py $(BENCH_ARGS)

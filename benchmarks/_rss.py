@@ -1,4 +1,4 @@
-"""Score one pool with `ost.score.score_pool` in a process of its own and report its peak memory.
+"""Score one pool with `ost.method.score.score_pool` in a process of its own and report its peak memory.
 
 `bench_utility.py` runs this once per pool size, so pools of 10k and 100k samples are compared on the
 same footing: each child's own peak, nothing of the parent's. Prints one JSON line on stdout.
@@ -17,8 +17,10 @@ import time
 
 import torch
 
-from ost import data, models, score
-from ost.step import Step
+from ost.data import schema
+from ost.method import score
+from ost.method.step import Step
+from ost.models import presets
 
 
 def status_mb(key: str) -> float | None:
@@ -58,16 +60,16 @@ class AnonPeak(threading.Thread):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", required=True, help="the warmed proxy's folder")
-    parser.add_argument("--pool", required=True, help="a pool folder written by ost.data.make_pool")
+    parser.add_argument("--pool", required=True, help="a pool folder written by ost.data.schema.make_pool")
     parser.add_argument("--n", type=int, default=None, help="score the first n samples (default: all)")
     parser.add_argument("--adam-state", default=None, help="torch.save'd warm-up Adam state (a step continuing it)")
-    parser.add_argument("--step", default="{}", help="the ost.Step as JSON (default: ost.step.DEFAULT)")
+    parser.add_argument("--step", default="{}", help="the ost.Step as JSON (default: ost.method.step.DEFAULT)")
     parser.add_argument("--threads", type=int, default=None)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    model, tok, proc = models.load(args.model)
-    dd = data.load_pool(args.pool)
+    model, tok, proc = presets.load(args.model)
+    dd = schema.load_pool(args.pool)
     pool = dd["pool"].select(range(min(args.n or len(dd["pool"]), len(dd["pool"]))))
     state = torch.load(args.adam_state) if args.adam_state else None
     before = status_mb("VmRSS")

@@ -4,7 +4,7 @@ On the main pool and the proxy: warm the proxy base for one epoch on n samples (
 and the Adam state the default step continues), then score the same n samples with the first-order
 fast path, ≥ 500 of them with the exact path (Spearman fast~exact), a few with the naive loop
 (deepcopy, torch.optim step, full validation pass per sample), and pools of 10k and 100k samples with
-`ost.score` in child processes (peak memory against N). Ratios, not seconds, are the point:
+`ost.method.score` in child processes (peak memory against N). Ratios, not seconds, are the point:
 
     python benchmarks/bench_utility.py                 # ~15 min on 2 cores → results/bench/scoring.json
     python benchmarks/bench_utility.py --quick         # a few minutes → results/bench/scoring-quick.json
@@ -31,8 +31,11 @@ import transformers
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
-from ost import base, collate, data, models, paths, train, utility
-from ost.step import DEFAULT, PAPER, Step
+from ost.data import schema
+from ost.method import one_step
+from ost.method.step import DEFAULT, PAPER, Step
+from ost.models import base, collate, presets, train
+from ost.runs import paths
 
 STEPS = {"default": DEFAULT, "paper": PAPER.with_(lr=1e-3)}   # the project's step and the paper's plain one
 WARMUP = dict(epochs=1, batch_size=32, lr=2e-3, seed=0)
@@ -87,7 +90,7 @@ def peak_rss(model, tok, proc, warm_state, step: Step, sizes, threads):
     """Per pool size: the child's peak RSS and scoring seconds (pools cached under data/pools)."""
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        models.save(Path(tmp) / "model", model, tok, proc)
+        presets.save(Path(tmp) / "model", model, tok, proc)
         cmd = [sys.executable, str(Path(__file__).with_name("_rss.py")), "--model", str(Path(tmp) / "model"),
                "--step", json.dumps(step.as_dict()), "--threads", str(threads)]
         if step.adam_state(warm_state) is not None:
@@ -95,7 +98,7 @@ def peak_rss(model, tok, proc, warm_state, step: Step, sizes, threads):
             cmd += ["--adam-state", str(Path(tmp) / "adam.pt")]
         for n in sizes:
             print(f"[rss] building/finding a pool of {n} samples …", flush=True)
-            folder = data.make_pool(n_groups=n // 2, copies=2)
+            folder = schema.make_pool(n_groups=n // 2, copies=2)
             print(f"[rss] scoring {n} samples in a child process", flush=True)
             res = subprocess.run(cmd + ["--pool", str(folder), "--n", str(n)], stdout=subprocess.PIPE, text=True,
                                  check=True)
@@ -133,7 +136,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     info = machine()
 
-    dd = data.load_pool(data.make_pool())
+    dd = schema.load_pool(schema.make_pool())
     n = min(args.n or len(dd["pool"]), len(dd["pool"]))
     pool = dd["pool"].select(range(n))
     model, tok, proc = base.load_base("proxy", progress=False)
@@ -162,7 +165,7 @@ def main(argv=None):
                 warm_state=log["adam_state"]).numpy()
             wall, cpu = clock.read()
             r = {"first_order_seconds": wall, "first_order_cpu_seconds": cpu, "collate_seconds": collate_s,
-                 "path": utility.last_path}
+                 "path": one_step.last_path}
             print(f"[{name}] exact on {len(exact_idx)} samples", flush=True)
             sub = pool.select(exact_idx.tolist())
             clock = Clock()
@@ -221,7 +224,7 @@ def print_table(res, small, large):
                            f"{q['naive_to_first_order_per_sample']:.0f} x fast  (goal >= 100)"),
             ("Spearman fast~exact", f"{res['spearman_fast_exact']:.3f} on {res['steps'][res['step']]['n_exact']}"
                                     f"  (goal >= 0.95; " + ", ".join(f"{k}: {v:.3f}" for k, v in other.items()) + ")"),
-            ("ost.score (parts of 256)", f"{res['score_pool'][large]['seconds_per_1000']:.1f} s per 1,000 vs "
+            ("ost.method.score (parts of 256)", f"{res['score_pool'][large]['seconds_per_1000']:.1f} s per 1,000 vs "
                                          f"{res['first_order_seconds'] / res['n_samples'] * 1000:.1f} fast"),
             (f"peak RSS {small} / {large}", f"{res['peak_rss_mb'][small]:.0f} / {res['peak_rss_mb'][large]:.0f} MB"
                                             f" = x{q['peak_rss_large_to_small']:.2f}  (with the pool's mapped pages)"),

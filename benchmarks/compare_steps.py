@@ -22,8 +22,12 @@ import pandas as pd
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
-from ost import base, collate, credibility, data, paths, pool, select, train
-from ost.step import Step
+from ost.data import pool, schema
+from ost.experiments import credibility
+from ost.method import select
+from ost.method.step import Step
+from ost.models import base, collate, train
+from ost.runs import paths
 
 VARIANTS = {
     "first_order_sgd_1e-3": Step(optimizer="sgd", lr=1e-3),
@@ -109,7 +113,7 @@ def main(argv=None):
     parser.add_argument("--sft-seeds", type=int, nargs="*", default=[])
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    dd = data.load_pool(data.make_pool())
+    dd = schema.load_pool(schema.make_pool())
     order = np.random.default_rng(0).permutation(len(dd["pool"]))
     warm = dd["pool"].select(order[:round(args.warmup_fraction * len(order))].tolist())
     scored = dd["pool"] if args.n_score == 0 else dd["pool"].select(order[-args.n_score:].tolist())

@@ -1,15 +1,17 @@
 """Which one-step ranking finds the toxic samples? Step variants side by side on one warmed proxy.
 
 Every variant here is a function of the same per-sample gradients g_i (taken one sample at a time, the
-slow exact form), the validation gradient g_val and the warm-up's Adam state (D = √(v̂) + eps, as `ost.utility` forms it):
+slow exact form), the validation gradient g_val and the warm-up's Adam state
+(D = √(v̂) + eps, as `ost.method.one_step` forms it):
 
 * `sgd`:              ⟨g_val, g_i⟩                 first-order SGD step (the paper's plain utility)
 * `warm_adam`:        ⟨g_val / D, g_i⟩             first-order step of the warm-up's own Adam (the earlier default)
 * `cosine`:           ⟨g_val, g_i⟩ / ‖g_val‖‖g_i‖  direction only, as LESS normalises
 * `warm_adam_unit`:   ⟨g_val / D, g_i / ‖g_i‖⟩     warm Adam's preconditioning on a unit-length gradient
 * `fresh_adam_sign`:  ⟨g_val, sign(g_i)⟩           first order of a fresh Adam's first step (−lr·sign g_i)
-* `unit_val_only`:    ⟨ĝ_val / D, g_i⟩            ĝ_val = mean_j g_j / ‖g_j‖ (`utility.val_gradient(unit_val=True)`)
-* `unit_both`:        ⟨ĝ_val / D, g_i / ‖g_i‖⟩    both sides at unit length, as LESS normalises (`ost.step.DEFAULT`)
+* `unit_val_only`:    ⟨ĝ_val / D, g_i⟩            ĝ_val = mean_j g_j / ‖g_j‖ (`one_step.val_gradient(unit_val=True)`)
+* `unit_both`:        ⟨ĝ_val / D, g_i / ‖g_i‖⟩    both sides at unit length, as LESS normalises
+                                                   (`ost.method.step.DEFAULT`)
 * `low_loss`:         −loss_i                     the loss filter, for reference
 
 A sample of `--n-exact` is also scored with the exact fresh-Adam and warm-Adam steps, to say how well the
@@ -33,8 +35,12 @@ import torch
 import yaml
 from scipy.stats import spearmanr
 
-from ost import collate, data, metrics, pool, select, train, transfer, utility
-from ost.step import DEFAULT, Step
+from ost.data import pool, schema
+from ost.experiments import transfer
+from ost.method import one_step, select
+from ost.method.step import DEFAULT, Step
+from ost.models import collate, train
+from ost.report import metrics
 
 VARIANTS = ("sgd", "warm_adam", "cosine", "warm_adam_unit", "fresh_adam_sign", "unit_val_only", "unit_both",
             "low_loss")
@@ -45,7 +51,7 @@ def _each_gradient(model, batches, params):
     for batch in batches:
         losses = collate.per_sample_loss(model, batch)
         for b in range(losses.shape[0]):
-            yield losses[b], utility._grads(losses[b], params, retain_graph=True)
+            yield losses[b], one_step._grads(losses[b], params, retain_graph=True)
 
 
 def _norm(g):
@@ -54,12 +60,12 @@ def _norm(g):
 
 def per_sample_scores(model, batches, gval, adam_state, gval_unit):
     """Every variant's score of every sample, from one backward per sample. The warm-Adam direction is the
-    library's own (`utility._direction`: g_val / D up to a factor every tensor shares after one warm-up)."""
+    library's own (`one_step._direction`: g_val / D up to a factor every tensor shares after one warm-up)."""
     params = [p for p in model.parameters() if p.requires_grad]
     gval_n = _norm(gval)
-    adam = utility._adam_states(model, params, adam_state)
-    pre = utility._direction(gval, 1.0, adam)[0]
-    pre_unit = utility._direction(gval_unit, 1.0, adam)[0]
+    adam = one_step._adam_states(model, params, adam_state)
+    pre = one_step._direction(gval, 1.0, adam)[0]
+    pre_unit = one_step._direction(gval_unit, 1.0, adam)[0]
     cols = {v: [] for v in VARIANTS}
     for loss, g in _each_gradient(model, batches, params):
         dot = float(sum((a.double() * c).sum() for a, c in zip(gval, g)))
@@ -116,14 +122,16 @@ def render(reports: dict) -> str:
             fast = r.get(FAST_OF.get(v, ""))
             cost = f"{fast:.1f} ({fast / epoch:.1f}× an epoch)" if fast and epoch else "—"
             bold = "**" if v == "unit_both" else ""
-            out.append(f"| {bold}{v}{bold} | {a['all']:.2f} | " + " | ".join(f"{a.get(k, float('nan')):.2f}" for k in kinds)
+            per_kind = " | ".join(f"{a.get(k, float('nan')):.2f}" for k in kinds)
+            out.append(f"| {bold}{v}{bold} | {a['all']:.2f} | " + per_kind
                        + (" | —" if v == "low_loss" else f" | {np.mean(toxic):.0%} / {f['clean']:.0%}")
                        + f" | {rep['top20_noise']:.0%} / {rep['top50_noise']:.0%}"
                        + f" | {'—' if exact is None else f'{exact:.2f}'} | {cost} |")
         out += ["", f"One proxy epoch: {epoch:.1f} s per 1,000 samples; the per-sample loop every row was read from: "
                 f"{r['per_sample_seconds_per_1000']:.0f} s. Exact forms on the first "
                 f"{r['exact_default']['n']} samples: AUROC " + ", ".join(
-                    f"{name.replace('_', ' ')} {r[name]['auroc']['all']:.2f}" for name in EXACT_OF.values() if name in r)
+                    f"{name.replace('_', ' ')} {r[name]['auroc']['all']:.2f}"
+                    for name in EXACT_OF.values() if name in r)
                 + ".", ""]
     return "\n".join(out)
 
@@ -159,12 +167,12 @@ def main(argv=None):
     if args.config is None or args.out is None:
         parser.error("--config and --out are needed to measure")
     config = yaml.safe_load(args.config.read_text()) or {}
-    pool_cfg = {k: v for k, v in config.items() if k in data.POOL_DEFAULTS}
+    pool_cfg = {k: v for k, v in config.items() if k in schema.POOL_DEFAULTS}
     if args.pool_seed is not None:
         pool_cfg["seed"] = args.pool_seed
     if args.extra_kinds:
         pool_cfg["extra_kinds"] = list(pool.HELD_OUT)
-    dd = data.load_pool(data.make_pool(**pool_cfg))
+    dd = schema.load_pool(schema.make_pool(**pool_cfg))
     torch.manual_seed(args.seed)
     warm_ids = dd["pool"].select(transfer.warm_rows(len(dd["pool"]), args.fraction, args.seed))["id"]
     model, tok, proc, log = transfer.warm(dd, "proxy", warm_ids, epochs=args.epochs, lr=args.lr, seed=args.seed)
@@ -178,14 +186,14 @@ def main(argv=None):
            "n_scored": len(scored)}
     with train.frozen_vision(model):
         model.eval()
-        gval = utility.val_gradient(model, val_b, collate.per_sample_loss)
+        gval = one_step.val_gradient(model, val_b, collate.per_sample_loss)
         start = time.perf_counter()
         with torch.enable_grad():
-            gval_unit = utility.val_gradient(model, val_b, collate.per_sample_loss, unit_val=True)
+            gval_unit = one_step.val_gradient(model, val_b, collate.per_sample_loss, unit_val=True)
             scores = per_sample_scores(model, batches, gval, log["adam_state"], gval_unit)
         out["per_sample_seconds_per_1000"] = (time.perf_counter() - start) / len(scored) * 1000
         start = time.perf_counter()
-        lib = utility.one_step_utility(model, collate.batches(scored, col, 32), val_b, collate.per_sample_loss,
+        lib = one_step.one_step_utility(model, collate.batches(scored, col, 32), val_b, collate.per_sample_loss,
                                        lr=1e-4, optimizer="adam", adam_state=log["adam_state"]).numpy()
         out["library_first_order_seconds_per_1000"] = (time.perf_counter() - start) / len(scored) * 1000
         out["spearman_warm_adam_vs_library"] = float(spearmanr(scores["warm_adam"], lib)[0])
@@ -193,7 +201,7 @@ def main(argv=None):
         lib_default = DEFAULT.utility(model, collate.batches(scored, col, 32), val_b, collate.per_sample_loss,
                                       warm_state=log["adam_state"]).numpy()
         out["library_default_seconds_per_1000"] = (time.perf_counter() - start) / len(scored) * 1000
-        out["library_default_path"] = utility.last_path
+        out["library_default_path"] = one_step.last_path
         out["spearman_unit_both_vs_library_default"] = float(spearmanr(scores["unit_both"], lib_default)[0])
         out["epoch_seconds_per_1000"] = log["train_seconds"] / args.epochs / (args.fraction * len(dd["pool"])) * 1000
         few = scored.select(range(min(args.n_exact, len(scored))))

@@ -19,8 +19,9 @@ _hf_logging.disable_progress_bar()     # "Loading weights" bars, once per model 
 __version__ = "0.1.0"
 
 # the few names a user needs, loaded on first use (so `import ost` stays light)
-_EXPORTS = {"Step": "step", "one_step_utility": "utility", "score_pool": "score", "score_samples": "score",
-            "top_fraction": "select", "toxic_flags": "select"}
+_EXPORTS = {"Step": "method.step", "one_step_utility": "method.one_step", "score_pool": "method.score",
+            "score_samples": "method.score", "top_fraction": "method.select", "toxic_flags": "method.select",
+            "load_any": "data.loaders"}
 __all__ = sorted(_EXPORTS)
 
 

@@ -6,13 +6,15 @@
 or one stage at a time, each reading the previous one's files from DIR: `prepare DATA (--val VAL |
 --val-fraction F) --out DIR`, `warmup --out DIR`, `score --out DIR`, `select --fraction F --out DIR`.
 DATA and VAL are a LLaVA-style JSON file, a `save_to_disk` folder or a .parquet file. A stage whose
-output is in DIR with the same settings is skipped, and scoring resumes from its finished parts, so a rerun after a kill goes on.
+output is in DIR with the same settings is skipped, and scoring resumes from its finished parts, so a rerun after a
+kill goes on.
 A folder or .parquet file (e.g. Geometry3K: `--columns question=problem`; its `choices` go into the
-question, its `images` list stands for the image) is read by `ost.loaders.read_hf_dataset`.
+question, its `images` list stands for the image) is read by `ost.data.loaders.read_hf_dataset`.
 
 DIR/ holds: `scores.parquet` (+ manifest: every input id with a status), `selected.json` (the kept
 records, in a LLaVA input's own format, image paths valid from DIR; for a folder or parquet input, the
-kept ids, with the kept rows in `selected.parquet`, same columns), `toxic.csv` (id, utility, rank, reason), `report.json` (counts, seconds per stage, settings).
+kept ids, with the kept rows in `selected.parquet`, same columns), `toxic.csv` (id, utility, rank, reason),
+`report.json` (counts, seconds per stage, settings).
 """
 import argparse
 import json
@@ -25,8 +27,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import base, data, loaders, models, runs, score, select, train, transfer, validate
-from .step import DEFAULT
+from ost import runs
+from ost.data import loaders, schema, validate
+from ost.experiments import transfer
+from ost.method import score, select
+from ost.method.step import DEFAULT
+from ost.models import base, presets, train
 
 WARMUP = dict(proxy="proxy", warmup_fraction=1.0, warmup_epochs=12.0, warmup_lr=2e-3, batch_size=32)
 COMPETENT = 0.5     # validation exact match below which the summary says not to trust the ranking
@@ -64,7 +70,7 @@ def prepare(data_path, out, *, val=None, val_fraction=None, final_pattern=None, 
         validation = loaders.load_any(val, **kw)
     else:
         ok = [i for i, s in enumerate(pool["status"]) if s == "ok"]
-        keys = pd.Series([data.content_key(pool[i]) for i in ok])
+        keys = pd.Series([schema.content_key(pool[i]) for i in ok])
         unique = [i for i, dup in zip(ok, keys.duplicated(keep=False)) if not dup]    # a copy would stay in the pool
         n = max(1, round(val_fraction * len(ok)))
         if n >= len(unique):
@@ -76,7 +82,7 @@ def prepare(data_path, out, *, val=None, val_fraction=None, final_pattern=None, 
     bad = [(i, s) for i, s in zip(validation["id"], validation["status"]) if s != "ok"]
     if bad:
         validation = validation.select([i for i, s in enumerate(validation["status"]) if s == "ok"])
-    shared = data.overlap(pool, validation)
+    shared = schema.overlap(pool, validation)
     if shared:
         raise ValueError(f"the validation set shares {len(shared)} record(s) with DATA (pool id = validation id: "
                          f"{', '.join(f'{a} = {b}' for a, b in shared[:5])}): remove them from one of the two")
@@ -122,7 +128,7 @@ def warmup(out, *, proxy=WARMUP["proxy"], warmup_fraction=WARMUP["warmup_fractio
                     lr=warmup_lr, batch_size=batch_size, seed=seed, progress=True)
     val = dd["validation"].filter(lambda f: bool(f), input_columns="final")
     ev = train.evaluate(model, tok, proc, val) if len(val) else None
-    models.save(out / "proxy", model, tok, proc)
+    presets.save(out / "proxy", model, tok, proc)
     torch.save(log["adam_state"], out / "adam_state.pt")
     _record(out, "warmup", settings, time.perf_counter() - start, n_warm=len(rows), steps=log["steps"],
             val_loss=ev["loss"] if ev else None, val_accuracy=ev["accuracy"] if ev else None)
@@ -139,7 +145,7 @@ def score_stage(out, *, batch_size=32, part_size=256, max_length=None) -> dict:
     if not (out / "warmup.json").exists():
         raise FileNotFoundError(f"{out} holds no warmed proxy: run `python -m ost warmup --out {out}` first")
     dd = _prepared(out)
-    model, tok, proc = models.load(out / "proxy")
+    model, tok, proc = presets.load(out / "proxy")
     start = time.perf_counter()
     frame = score.score_pool(model, tok, proc, dd["pool"], dd["validation"], out / "scores.parquet", step=DEFAULT,
                              warm_state=torch.load(out / "adam_state.pt", weights_only=True),
@@ -163,7 +169,8 @@ def _selected_records(source: Path, ids: set, out: Path):
         rows = datasets.Dataset.from_parquet(str(source), keep_in_memory=True)
     else:
         rows = loaders._pick_split(datasets.load_from_disk(str(source)), source, None)
-    own = rows["id"] if "id" in rows.column_names else [f"{i:06d}" for i in range(len(rows))]   # as the loader names them
+    # ids as the loader names them
+    own = rows["id"] if "id" in rows.column_names else [f"{i:06d}" for i in range(len(rows))]
     rows.select([i for i, rid in enumerate(own) if str(rid) in ids]).to_parquet(str(out / "selected.parquet"))
     return {"source": str(source), "rows": "selected.parquet", "ids": sorted(ids)}
 

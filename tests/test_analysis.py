@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ost import analysis, experiment, metrics
+from ost.experiments import sft_grid
+from ost.report import analysis, metrics
 
 
 def _runs():
@@ -63,19 +64,19 @@ def test_toxic_auroc_per_kind():
 
 def test_experiment_plan_and_names():
     grid = {"fixed_compute": ["ost@0.2"], "same_epochs": ["ost@0.2", "random@0.5"]}
-    plan = experiment.plan(grid, [0, 1])
+    plan = sft_grid.plan(grid, [0, 1])
     assert plan[:4] == [("full", "same_epochs", 0), ("ost@0.2", "same_epochs", 0), ("random@0.5", "same_epochs", 0),
                         ("ost@0.2", "fixed_compute", 0)] and len(plan) == 8
-    assert experiment.split_name("ost-cover@0.2") == ("ost-cover", 0.2)
-    assert experiment.split_name("full") == ("full", 1.0)
+    assert sft_grid.split_name("ost-cover@0.2") == ("ost-cover", 0.2)
+    assert sft_grid.split_name("full") == ("full", 1.0)
     with pytest.raises(ValueError, match="protocol"):
-        experiment.plan({"same_steps": ["ost@0.2"]}, [0])
+        sft_grid.plan({"same_steps": ["ost@0.2"]}, [0])
     columns = ["ost@0.2", "ost@0.5", "oracle-clean@0.62"]
-    assert experiment.resolve(columns, ["oracle-clean", "ost@0.5"]) == ["oracle-clean@0.62", "ost@0.5"]
+    assert sft_grid.resolve(columns, ["oracle-clean", "ost@0.5"]) == ["oracle-clean@0.62", "ost@0.5"]
     with pytest.raises(ValueError, match="'ost' names 2 columns"):
-        experiment.resolve(columns, ["ost"])
+        sft_grid.resolve(columns, ["ost"])
     with pytest.raises(ValueError, match="'judge@0.2' names 0 columns"):
-        experiment.resolve(columns, ["judge@0.2"])
+        sft_grid.resolve(columns, ["judge@0.2"])
 
 
 def test_summary_rows_and_readme_block(tmp_path):
@@ -133,8 +134,8 @@ def test_load_runs_keeps_the_latest_settings(tmp_path):
             dict(subset="full", protocol="same_epochs", seed=0, accuracy=0.2, settings=new),
             dict(subset="ost@0.2", protocol="same_epochs", seed=0, accuracy=0.3, settings=new)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    frame = experiment.load_runs(path)
+    frame = sft_grid.load_runs(path)
     assert frame["accuracy"].tolist() == [0.2, 0.3]
     path.write_text("")
     with pytest.raises(ValueError, match="no runs"):
-        experiment.load_runs(path)
+        sft_grid.load_runs(path)

@@ -1,7 +1,7 @@
-"""ost.answers: the final answer, written the ways real SFT sets write it."""
+"""ost.data.answers: the final answer, written the ways real SFT sets write it."""
 import pytest
 
-from ost import answers, data
+from ost.data import answers, schema
 
 
 @pytest.mark.parametrize("text, final, rule", [
@@ -27,7 +27,7 @@ def test_the_synthetic_form_reads_as_before():
     """Evaluation reads finals with find_final now; on the pool's form nothing moves."""
     for text in ("The digits are 1 and 2. 1 + 2 = 3. Answer: 3", "x Answer: 10.", "Answer:  7 \nmore",
                  "Answer: 3. Answer: 12.", "Answer: 4\nAnswer: 9"):
-        assert answers.find_final(text) == data.extract_final(text)
+        assert answers.find_final(text) == schema.extract_final(text)
 
 
 def test_a_pattern_of_your_own_comes_first():

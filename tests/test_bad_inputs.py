@@ -18,10 +18,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from ost import data, loaders, runs, validate
-from ost.data import FIELDS
-from ost.paths import FIXTURES, NOTEBOOKS
-from ost.step import Step
+from ost import runs
+from ost.data import loaders, schema, validate
+from ost.data.schema import FIELDS
+from ost.method.step import Step
+from ost.runs.paths import FIXTURES, NOTEBOOKS
 
 SGD = Step(optimizer="sgd")     # untrained models: no warm-up state to continue
 
@@ -82,11 +83,13 @@ LLAVA_CASES = {   # name → (edit, raw byte replacement, record index, reason, 
     "image path to no file": (_set(1, image="images/gone.png"), None, 1, "image_missing", "image"),
     "image not an image": (lambda rs, f: (_write(f, "bad.png", b"this is text"), rs[0].update(image="images/bad.png")),
                            None, 0, "image_unreadable", "image"),
-    "image truncated": (lambda rs, f: (_write(f, "half.png", _noise_png()[:2000]), rs[2].update(image="images/half.png")),
+    "image truncated": (lambda rs, f: (_write(f, "half.png", _noise_png()[:2000]),
+                                       rs[2].update(image="images/half.png")),
                         None, 2, "image_truncated", "image"),
     "image zero-size": (lambda rs, f: (_write(f, "zero.png", b""), rs[1].update(image="images/zero.png")),
                         None, 1, "image_empty", "image"),
-    "image a decompression bomb": (lambda rs, f: (_write(f, "bomb.png", _bomb_png()), rs[3].update(image="images/bomb.png")),
+    "image a decompression bomb": (lambda rs, f: (_write(f, "bomb.png", _bomb_png()),
+                                                  rs[3].update(image="images/bomb.png")),
                                    None, 3, "image_too_large", "image"),
     "image field a number": (_set(0, image=7), None, 0, "bad_field", "image"),
     "image field absent": (lambda rs, f: rs[2].pop("image"), None, 2, "missing_field", "image"),
@@ -192,7 +195,8 @@ def test_other_image_modes_become_rgb_with_a_note(tmp_path, mode, make):
     im = make()
     fmt = "JPEG" if mode == "CMYK" else "PNG"
     name = f"odd.{fmt.lower()}"
-    path, _ = _llava_copy(tmp_path, lambda rs, f: (im.save(f / "images" / name, fmt), rs[0].update(image=f"images/{name}")))
+    path, _ = _llava_copy(tmp_path, lambda rs, f: (im.save(f / "images" / name, fmt),
+                                                   rs[0].update(image=f"images/{name}")))
     ds = loaders.load_llava_json(path, on_error="skip")
     assert ds["status"] == ["ok"] * N_LLAVA
     assert ds[0]["image"].mode == "RGB" and ds[0]["image"].size == (56, 56)
@@ -244,7 +248,8 @@ def test_hf_bad_row_raises_or_is_skipped(tmp_path, case):
     assert err.value.reason == reason and str(err.value).startswith(f"{path}: row {i} (id ")
     with pytest.warns(UserWarning, match=f"1 of 4 records skipped .*{reason}"):
         ds = loaders.load_hf_dataset(path, on_error="skip")
-    assert ds["id"] == ["h0", "h1", "000002" if case == "id empty" else "h2", "h0" if reason == "duplicate_id" else "h3"]
+    assert ds["id"] == ["h0", "h1", "000002" if case == "id empty" else "h2",
+                        "h0" if reason == "duplicate_id" else "h3"]
     assert ds["status"] == ["ok"] * i + [f"skipped:{reason}"] + ["ok"] * (3 - i)
     if features is BINARY_Q:                                              # UTF-8 bytes are fine text
         assert ds["question"][0] == "Which digit?"
@@ -276,7 +281,8 @@ def test_hf_question_of_another_type_is_refused_in_every_row(tmp_path):
 def test_hf_unmapped_column_is_refused_not_ignored(tmp_path):
     feats = datasets.Features({**HF_FEATURES, "source": datasets.Value("string")})
     path = _hf(tmp_path, {k: {"source": "web"} for k in range(4)}, feats)
-    with pytest.raises(ValueError, match=r"column\(s\) \['source'\] map to no schema field.*ignore_fields=\['source'\]"):
+    with pytest.raises(ValueError,
+                       match=r"column\(s\) \['source'\] map to no schema field.*ignore_fields=\['source'\]"):
         loaders.load_hf_dataset(path)
     assert len(loaders.load_hf_dataset(path, ignore_fields=["source"])) == 4
 
@@ -286,7 +292,8 @@ def test_hf_unmapped_column_is_refused_not_ignored(tmp_path):
 @pytest.fixture
 def saved_pool(tmp_path, records):
     def save(edit=None):
-        dd = datasets.DatasetDict({"pool": data.to_dataset(records[:6]), "validation": data.to_dataset(records[6:8])})
+        dd = datasets.DatasetDict({"pool": schema.to_dataset(records[:6]),
+                                   "validation": schema.to_dataset(records[6:8])})
         if edit:
             dd = edit(dd)
         folder = tmp_path / "pool"
@@ -296,11 +303,11 @@ def saved_pool(tmp_path, records):
 
 
 @pytest.mark.parametrize("edit,message", [
-    (lambda dd: datasets.DatasetDict({**dd, "pool": dd["pool"].map(lambda r, i: {"id": "pool-x" if i in (1, 4) else r["id"]},
-                                                                   with_indices=True)}),
+    (lambda dd: datasets.DatasetDict({**dd, "pool": dd["pool"].map(
+        lambda r, i: {"id": "pool-x" if i in (1, 4) else r["id"]}, with_indices=True)}),
      r"split 'pool': row 4 \(id 'pool-x'\): field 'id' duplicates row 1"),
-    (lambda dd: datasets.DatasetDict({**dd, "pool": dd["pool"].map(lambda r, i: {"question": " " if i == 2 else r["question"]},
-                                                                   with_indices=True)}),
+    (lambda dd: datasets.DatasetDict({**dd, "pool": dd["pool"].map(
+        lambda r, i: {"question": " " if i == 2 else r["question"]}, with_indices=True)}),
      r"split 'pool': row 2 \(id '[^']+'\): field 'question' is empty"),
     (lambda dd: datasets.DatasetDict({**dd, "validation": dd["validation"].add_column("extra", [1, 2])}),
      r"split 'validation': columns .* do not match the schema .*unknown: \['extra'\]"),
@@ -308,17 +315,17 @@ def saved_pool(tmp_path, records):
 ])
 def test_a_broken_pool_folder_is_refused_on_load(saved_pool, edit, message):
     with pytest.raises(ValueError, match=message):
-        data.load_pool(saved_pool(edit))
+        schema.load_pool(saved_pool(edit))
 
 
 def test_a_pool_folder_may_carry_skipped_rows(saved_pool, records):
     def mark(dd):
-        skipped = {**data.to_dataset(records[:1]).to_list()[0], "image": None, "question": "",
+        skipped = {**schema.to_dataset(records[:1]).to_list()[0], "image": None, "question": "",
                    "id": "bad-1", "status": "", "note": ""}
         pool = [{**r, "status": "ok", "note": ""} for r in records[:6]] + [
             {**skipped, "status": "skipped:image_missing", "note": "no image file"}]
-        return datasets.DatasetDict({**dd, "pool": data.to_dataset(pool)})
-    dd = data.load_pool(saved_pool(mark))
+        return datasets.DatasetDict({**dd, "pool": schema.to_dataset(pool)})
+    dd = schema.load_pool(saved_pool(mark))
     assert dd["pool"]["status"][-1] == "skipped:image_missing" and len(dd["pool"]) == 7
 
 
@@ -359,7 +366,7 @@ def test_any_json_records_are_refused_by_name_or_kept_with_a_status(tmp_path, re
     except validate.BadRecord as err:
         first_bad = next(k for k, r in enumerate(out) if r["status"] != "ok")
         assert str(err).startswith(f"{path}: record {first_bad} ")
-    data.to_dataset(out)                                                   # every row fits the schema
+    schema.to_dataset(out)                                                   # every row fits the schema
 
 
 # ------------------------------------------------------------------ mistakes users make
@@ -377,10 +384,11 @@ def test_an_unknown_notebook_parameter_is_refused():
 @pytest.fixture(scope="module")
 def scoring(records, tokenizer, processor):
     from conftest import TINY
-    from ost import models
-    pool = data.to_dataset(records[:12])
-    val = data.to_dataset(records[12:15])
-    return models.build(TINY, tokenizer, seed=0), tokenizer, processor, pool, val
+
+    from ost.models import presets
+    pool = schema.to_dataset(records[:12])
+    val = schema.to_dataset(records[12:15])
+    return presets.build(TINY, tokenizer, seed=0), tokenizer, processor, pool, val
 
 
 def _with_status(ds, bad: dict):
@@ -388,11 +396,11 @@ def _with_status(ds, bad: dict):
     rows = [{**r, "status": "ok", "note": ""} for r in ds]
     for i, reason in bad.items():
         rows[i].update(image=None, status=f"skipped:{reason}", note="marked by the test")
-    return data.to_dataset(rows)
+    return schema.to_dataset(rows)
 
 
 def test_skipped_rows_reach_the_score_file_unscored(tmp_path, scoring):
-    from ost import score, select
+    from ost.method import score, select
     model, tok, proc, pool, val = scoring
     bad = {2: "image_missing", 7: "not_utf8"}
     frame = score.score_pool(model, tok, proc, _with_status(pool, bad), val, tmp_path / "s.parquet",
@@ -416,7 +424,8 @@ def test_skipped_rows_reach_the_score_file_unscored(tmp_path, scoring):
 
 def test_over_long_samples_are_marked_too_long_and_counted(tmp_path, scoring):
     """Policy: no truncation; a sample over max_length tokens is skipped:too_long, rows out = rows in."""
-    from ost import collate, score
+    from ost.method import score
+    from ost.models import collate
     model, tok, proc, pool, val = scoring
     col = collate.Collator(tok, proc)
     lengths = [col.n_tokens(s) for s in pool]
@@ -445,7 +454,7 @@ def _poison(model, tok, marker):
 
 @pytest.mark.parametrize("method", ["first_order", "exact"])
 def test_one_nonfinite_sample_does_not_poison_its_batch(tmp_path, scoring, method):
-    from ost import score
+    from ost.method import score
     model, tok, proc, pool, val = scoring
     marker = "§¤"
     poisoned, ids = _poison(model, tok, marker)
@@ -453,12 +462,13 @@ def test_one_nonfinite_sample_does_not_poison_its_batch(tmp_path, scoring, metho
         assert not ids & set(tok(s["question"] + s["answer"], add_special_tokens=False)["input_ids"])
     rows = pool.to_list()
     rows[3] = {**rows[3], "question": rows[3]["question"] + " " + marker}
-    with_bad = data.to_dataset(rows)
+    with_bad = schema.to_dataset(rows)
     frame = score.score_pool(poisoned, tok, proc, with_bad, val, tmp_path / "s.parquet", step=SGD.with_(method=method),
                              part_size=len(pool), batch_size=len(pool), progress=False)   # all in one batch
     assert frame["status"].tolist() == ["ok"] * 3 + ["nonfinite"] + ["ok"] * (len(pool) - 4)
     others = [i for i in range(len(pool)) if i != 3]
-    clean = score.score_pool(poisoned, tok, proc, pool.select(others), val, tmp_path / "c.parquet", step=SGD.with_(method=method),
+    clean = score.score_pool(poisoned, tok, proc, pool.select(others), val, tmp_path / "c.parquet",
+                             step=SGD.with_(method=method),
                              part_size=len(pool), batch_size=len(pool), progress=False)
     np.testing.assert_allclose(frame["utility"][others], clean["utility"], rtol=1e-4, atol=1e-9)
     assert validate.report(frame)["by_status"]["nonfinite"] == 1
@@ -468,14 +478,15 @@ def test_one_nonfinite_sample_does_not_poison_its_batch(tmp_path, scoring, metho
 
 @pytest.fixture(scope="module")
 def on_disk(tmp_path_factory, records, tokenizer, processor):
-    """A saved tiny model and pool folder, as `python -m ost.score` reads them."""
+    """A saved tiny model and pool folder, as `python -m ost.method.score` reads them."""
     from conftest import TINY
-    from ost import models
+
+    from ost.models import presets
     folder = tmp_path_factory.mktemp("score_cli")
-    model = models.build(TINY, tokenizer, seed=0)
-    models.save(folder / "model", model, tokenizer, processor)
-    datasets.DatasetDict({"pool": data.to_dataset(records[:40]), "validation": data.to_dataset(records[40:44]),
-                          "test": data.to_dataset(records[44:46])}).save_to_disk(str(folder / "pool"))
+    model = presets.build(TINY, tokenizer, seed=0)
+    presets.save(folder / "model", model, tokenizer, processor)
+    datasets.DatasetDict({"pool": schema.to_dataset(records[:40]), "validation": schema.to_dataset(records[40:44]),
+                          "test": schema.to_dataset(records[44:46])}).save_to_disk(str(folder / "pool"))
     return folder
 
 
@@ -491,15 +502,16 @@ def test_sigkill_mid_run_then_rerun_gives_the_uninterrupted_file(tmp_path, on_di
     import sys
     import time
 
-    from ost import paths, score
+    from ost.method import score
+    from ost.runs import paths
     n_parts = 20
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(paths.ROOT)}
     whole = tmp_path / "whole.parquet"      # the uninterrupted run, on the same one thread as the killed one
-    subprocess.run([sys.executable, "-m", "ost.score", *_cli(on_disk, whole)], cwd=paths.ROOT, env=env,
+    subprocess.run([sys.executable, "-m", "ost.method.score", *_cli(on_disk, whole)], cwd=paths.ROOT, env=env,
                    capture_output=True, text=True, timeout=240, check=True)
     out = tmp_path / "killed.parquet"
     parts = tmp_path / "killed.parquet.parts"
-    proc = subprocess.Popen([sys.executable, "-m", "ost.score", *_cli(on_disk, out)], cwd=paths.ROOT, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "ost.method.score", *_cli(on_disk, out)], cwd=paths.ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while not list(parts.glob("part-*.parquet")) and proc.poll() is None and time.monotonic() < deadline:
@@ -511,7 +523,7 @@ def test_sigkill_mid_run_then_rerun_gives_the_uninterrupted_file(tmp_path, on_di
     assert 1 <= len(done) < n_parts and not out.exists()                  # killed mid-run, after a part
     with pytest.raises(ValueError, match="no manifest"):
         score.read_scores(out)
-    again = subprocess.run([sys.executable, "-m", "ost.score", *_cli(on_disk, out)], cwd=paths.ROOT, env=env,
+    again = subprocess.run([sys.executable, "-m", "ost.method.score", *_cli(on_disk, out)], cwd=paths.ROOT, env=env,
                            capture_output=True, text=True, timeout=240)
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"{n_parts * 2} records: {n_parts * 2} ok" in again.stdout
@@ -520,7 +532,7 @@ def test_sigkill_mid_run_then_rerun_gives_the_uninterrupted_file(tmp_path, on_di
 
 
 def test_a_changed_or_half_written_score_file_is_not_taken_as_finished(tmp_path, scoring):
-    from ost import score
+    from ost.method import score
     model, tok, proc, pool, val = scoring
     out = tmp_path / "s.parquet"
     score.score_pool(model, tok, proc, pool, val, out, part_size=5, step=SGD, progress=False)
@@ -534,7 +546,7 @@ def test_a_changed_or_half_written_score_file_is_not_taken_as_finished(tmp_path,
 def test_same_parameters_give_byte_identical_scores_and_subsets(tmp_path, scoring):
     import pyarrow.parquet as pq
 
-    from ost import score, select
+    from ost.method import score, select
     model, tok, proc, pool, val = scoring
     files = []
     for run in ("a", "b"):
@@ -551,7 +563,8 @@ def test_same_parameters_give_byte_identical_scores_and_subsets(tmp_path, scorin
     assert meta["seed"] == 3 and meta["settings"]["seed"] == 3 and meta["rows"] == len(pool)
     manifest = json.loads(score.manifest_path(files[0]).read_text())
     assert manifest["seed"] == 3 and manifest["status"] == {"ok": len(pool)}
-    other = score.score_pool(model, tok, proc, pool, val, tmp_path / "c.parquet", part_size=5, seed=4, step=SGD, progress=False)
+    other = score.score_pool(model, tok, proc, pool, val, tmp_path / "c.parquet", part_size=5, seed=4, step=SGD,
+                             progress=False)
     assert json.loads(pq.read_schema(tmp_path / "c.parquet").metadata[b"ost"])["seed"] == 4
     assert other["utility"].tolist() == frame["utility"].tolist()         # scoring draws no random numbers
 
@@ -559,11 +572,11 @@ def test_same_parameters_give_byte_identical_scores_and_subsets(tmp_path, scorin
 def test_your_own_data_end_to_end_every_record_accounted_for(tmp_path, on_disk, records, capsys):
     """LLaVA JSON with a broken record, loaded in skip mode, saved as a pool folder, scored by the CLI:
     the score file has every record once and the printed report names the skipped one."""
-    from ost import score
+    from ost.method import score
     path, recs = _llava_copy(tmp_path, _set(1, image="images/gone.png"))
     with pytest.warns(UserWarning, match="1 of 4 records skipped"):
         pool = loaders.load_llava_json(path, on_error="skip")
-    datasets.DatasetDict({"pool": pool, "validation": data.to_dataset(records[40:44])}).save_to_disk(
+    datasets.DatasetDict({"pool": pool, "validation": schema.to_dataset(records[40:44])}).save_to_disk(
         str(tmp_path / "mine"))
     out = tmp_path / "scores.parquet"
     score.main(["--model", str(on_disk / "model"), "--pool", str(tmp_path / "mine"), "--out", str(out),

@@ -4,20 +4,24 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY
 from transformers import PreTrainedTokenizerFast
 
-from ost import baselines, collate, data, deita, judge, models, select, train
-from conftest import TINY
+from ost import baselines
+from ost.baselines import deita, judge
+from ost.data import schema
+from ost.method import select
+from ost.models import collate, presets, train
 
 
 @pytest.fixture(scope="module")
 def pool(records):
-    return data.to_dataset(records[:24])
+    return schema.to_dataset(records[:24])
 
 
 @pytest.fixture(scope="module")
 def tiny(tokenizer):
-    return models.build(TINY, tokenizer, seed=0).eval()
+    return presets.build(TINY, tokenizer, seed=0).eval()
 
 
 def _check(s: baselines.Scores, pool):
@@ -75,9 +79,9 @@ def test_ifd_divides_by_the_answer_alone_and_ranks_over_one_last(pool, tiny, tok
 
 
 def test_ost_paper_is_the_plain_first_order_sgd_utility(pool, tiny, tokenizer, processor, records):
-    from ost import score
-    from ost.step import PAPER
-    val = data.to_dataset(records[24:30])
+    from ost.method import score
+    from ost.method.step import PAPER
+    val = schema.to_dataset(records[24:30])
     s = baselines.ost_paper_scores(tiny, tokenizer, processor, pool, val)
     _check(s, pool)
     assert s.name == "ost-paper" and s.flops > 0 and s.extra["step"] == PAPER.as_dict()
@@ -98,7 +102,7 @@ def test_diversity_pass_keeps_the_best_of_near_copies():
 @pytest.fixture(scope="module")
 def vl_judge(tmp_path_factory, tiny, tokenizer, processor):
     """Any chat model folder works as a judge: here a saved tiny Qwen2-VL (text only), no GGUF."""
-    folder = models.save(tmp_path_factory.mktemp("vl") / "judge", tiny, tokenizer, processor)
+    folder = presets.save(tmp_path_factory.mktemp("vl") / "judge", tiny, tokenizer, processor)
     return judge.Judge.load(folder, batch_size=3, cache_dir=tmp_path_factory.mktemp("cache"))
 
 
@@ -120,7 +124,8 @@ def test_judge_any_chat_model_batched_cached(pool, vl_judge):
 
 
 def test_judge_without_digit_tokens_fails_clearly():
-    from tokenizers import Tokenizer, models as tm, pre_tokenizers
+    from tokenizers import Tokenizer, pre_tokenizers
+    from tokenizers import models as tm
     raw = Tokenizer(tm.WordLevel({"[UNK]": 0, "Rating": 1, ":": 2}, unk_token="[UNK]"))
     raw.pre_tokenizer = pre_tokenizers.Whitespace()
     tok = PreTrainedTokenizerFast(tokenizer_object=raw, unk_token="[UNK]", pad_token="[UNK]")

@@ -5,10 +5,13 @@ import sys
 
 import pandas as pd
 import pytest
-
 from conftest import TINY
-from ost import cli, loaders, models, paths, score
 
+from ost import cli
+from ost.data import loaders
+from ost.method import score
+from ost.models import presets
+from ost.runs import paths
 
 MINE = paths.FIXTURES / "llava_mine"       # 48 records ("The answer is 7.", choice letters) + 8 clean ones
 
@@ -16,7 +19,7 @@ MINE = paths.FIXTURES / "llava_mine"       # 48 records ("The answer is 7.", cho
 @pytest.fixture(scope="module")
 def mine(tmp_path_factory, tokenizer, processor):
     root = tmp_path_factory.mktemp("cli")
-    proxy = models.save(root / "proxy", models.build(TINY, tokenizer, seed=0), tokenizer, processor)
+    proxy = presets.save(root / "proxy", presets.build(TINY, tokenizer, seed=0), tokenizer, processor)
     return MINE / "mine.json", str(proxy), root
 
 
@@ -57,9 +60,9 @@ def test_mistakes_are_named(mine, tmp_path):
         cli.prepare(path, tmp_path / "b", val=path)
     with pytest.raises(FileNotFoundError, match="python -m ost prepare"):
         cli.warmup(tmp_path / "c")
-    from ost import data
+    from ost.data import schema
     with pytest.raises(ValueError, match="is a file.*python -m ost run"):     # a JSON file where a folder goes
-        data.load_pool(path)
+        schema.load_pool(path)
 
 
 def test_help_lists_the_stages():

@@ -1,7 +1,7 @@
 import torch
 from PIL import Image
 
-from ost import collate, models
+from ost.models import collate, presets
 
 
 def _batch(tokenizer, processor, samples, **kw):
@@ -49,7 +49,7 @@ def test_mixed_lengths_text_only_and_padding_sides(tokenizer, processor, records
 
 def test_real_qwen_image_processor_defaults(tokenizer, records):
     """Qwen2-VL's own processor settings (min 56², max 28²·1280 pixels): a 112×84 image → 4×3 tokens."""
-    proc = models.Qwen2VLImageProcessorPil()
+    proc = presets.Qwen2VLImageProcessorPil()
     sample = dict(records[0], image=Image.new("RGB", (112, 84), "white"))
     batch = collate.Collator(tokenizer, proc)([sample, records[1]])
     image_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
@@ -63,7 +63,7 @@ def test_too_long_sample_is_named(tokenizer, processor, records):
 
 
 def test_per_sample_loss_matches_model_loss(tokenizer, processor, records):
-    model = models.build("proxy", tokenizer).eval()
+    model = presets.build("proxy", tokenizer).eval()
     batch = _batch(tokenizer, processor, records[:1])
     with torch.no_grad():
         assert torch.allclose(collate.per_sample_loss(model, batch)[0], model(**batch).loss, atol=1e-5)
@@ -74,7 +74,7 @@ def test_template_with_a_system_turn(tokenizer, processor, records):
     asks the template for the prompt, so the image still expands and the labels still cover the answer."""
     import copy
     tok = copy.deepcopy(tokenizer)
-    tok.chat_template = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n" + models.CHAT_TEMPLATE)
+    tok.chat_template = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n" + presets.CHAT_TEMPLATE)
     batch = collate.Collator(tok, processor)(records[:2])
     image_id = tok.convert_tokens_to_ids("<|image_pad|>")
     assert (batch["input_ids"] == image_id).sum(1).tolist() == [4, 4]

@@ -1,7 +1,8 @@
 """The regime checks: read from a run table, never typed; a rebuilt base never replaces the one in use."""
 import pandas as pd
 
-from ost import base, credibility
+from ost.experiments import credibility
+from ost.models import base
 
 
 def _runs(full, clean):

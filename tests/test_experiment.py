@@ -2,9 +2,9 @@
 import pandas as pd
 import pytest
 import torch
-
-from ost import experiment
 from conftest import saved_tiny
+
+from ost.experiments import sft_grid
 
 
 @pytest.fixture(scope="module")
@@ -22,21 +22,22 @@ def _strip(rows):
 
 def test_workers_give_the_serial_rows_and_resume(setup):
     root, target, dd, member = setup
-    kw = dict(target=target, grid={"same_epochs": ["a@0.5"], "fixed_compute": ["a@0.5"]}, seeds=[0, 1], epochs=2.0, lr=1e-2,
+    kw = dict(target=target, grid={"same_epochs": ["a@0.5"], "fixed_compute": ["a@0.5"]}, seeds=[0, 1],
+              epochs=2.0, lr=1e-2,
               batch_size=8, progress=False)
     torch.set_num_threads(1)          # workers run one thread each; match it so floats agree exactly
-    serial = experiment.train_subsets(dd, member, root / "serial.jsonl", workers=1, **kw)
-    parallel = experiment.train_subsets(dd, member, root / "parallel.jsonl", workers=2, **kw)
-    planned = experiment.plan(kw["grid"], kw["seeds"])
+    serial = sft_grid.train_subsets(dd, member, root / "serial.jsonl", workers=1, **kw)
+    parallel = sft_grid.train_subsets(dd, member, root / "parallel.jsonl", workers=2, **kw)
+    planned = sft_grid.plan(kw["grid"], kw["seeds"])
     assert [(r["subset"], r["protocol"], r["seed"]) for r in parallel] == planned     # plan order
     assert _strip(parallel) == _strip(serial)
     assert {r["steps"] for r in parallel if r["protocol"] == "fixed_compute"} == {8}  # Full: 4 steps × 2 epochs
     assert len((root / "parallel.jsonl").read_text().splitlines()) == len(planned)
-    again = experiment.train_subsets(dd, member, root / "parallel.jsonl", workers=2, **kw)   # all done: no rerun
+    again = sft_grid.train_subsets(dd, member, root / "parallel.jsonl", workers=2, **kw)   # all done: no rerun
     assert again == parallel
     assert len((root / "parallel.jsonl").read_text().splitlines()) == len(planned)
-    experiment.write_runs(again, root / "table.jsonl")
-    assert experiment.load_runs(root / "table.jsonl").to_dict("records") == again
+    sft_grid.write_runs(again, root / "table.jsonl")
+    assert sft_grid.load_runs(root / "table.jsonl").to_dict("records") == again
 
 
 def test_a_logged_run_is_reused_only_for_the_same_ids(setup):
@@ -45,13 +46,13 @@ def test_a_logged_run_is_reused_only_for_the_same_ids(setup):
     kw = dict(target=target, grid={"same_epochs": ["a@0.5"]}, seeds=[0], epochs=1.0, lr=1e-2, batch_size=8,
               progress=False, workers=1)
     log = root / "changed.jsonl"
-    first = experiment.train_subsets(dd, member, log, **kw)
+    first = sft_grid.train_subsets(dd, member, log, **kw)
     flipped = ~member
-    second = experiment.train_subsets(dd, flipped, log, **kw)
+    second = sft_grid.train_subsets(dd, flipped, log, **kw)
     lines = log.read_text().splitlines()
     assert len(lines) == 3                                  # full reused; a@0.5 trained twice
     a_first, a_second = first[1], second[1]
     assert a_first["subset"] == a_second["subset"] == "a@0.5"
     assert a_first["subset_sha"] != a_second["subset_sha"] and second[0] == first[0]
     ids = dd["pool"]["id"]
-    assert a_second["subset_sha"] == experiment.subset_sha([i for i, m in zip(ids, flipped["a@0.5"]) if m])
+    assert a_second["subset_sha"] == sft_grid.subset_sha([i for i, m in zip(ids, flipped["a@0.5"]) if m])

@@ -6,9 +6,9 @@ import datasets
 import pytest
 from PIL import Image
 
-from ost import loaders
-from ost.data import FEATURES, FIELDS, to_dataset
-from ost.paths import FIXTURES
+from ost.data import loaders
+from ost.data.schema import FEATURES, FIELDS, to_dataset
+from ost.runs.paths import FIXTURES
 
 LLAVA = FIXTURES / "llava" / "mini.json"
 HF = FIXTURES / "hf_mini"
@@ -122,7 +122,8 @@ def test_missing_column_names_field_and_available_columns(tmp_path):
     with pytest.raises(ValueError, match=r"field 'question' needs column 'question'.*'problem', 'solution', 'image'"):
         loaders.load_hf_dataset(HF)                                      # no mapping: 'question' absent
     datasets.load_from_disk(str(HF)).remove_columns("image").save_to_disk(str(tmp_path / "noimg"))
-    with pytest.raises(ValueError, match=r"field 'image' needs column 'image'.*available columns: \['problem', 'solution'\]"):
+    with pytest.raises(ValueError,
+                       match=r"field 'image' needs column 'image'.*available columns: \['problem', 'solution'\]"):
         loaders.load_hf_dataset(tmp_path / "noimg", columns=HF_COLUMNS)
 
 

@@ -1,15 +1,16 @@
-"""ost.per_sample against one backward per sample: every g_i from one pass, on the tiny Qwen2-VL too."""
+"""ost.method.per_sample against one backward per sample: every g_i from one pass, on the tiny Qwen2-VL too."""
 import pytest
 import torch
+from conftest import TINY
 from torch import nn
 
-from conftest import TINY
-from ost import collate, models, per_sample, train, utility
+from ost.method import one_step, per_sample
+from ost.models import collate, presets, train
 
 
 def _loop(model, batch, loss_fn, params):
     losses = loss_fn(model, batch)
-    return [utility._grads(losses[b], params, retain_graph=True) for b in range(losses.shape[0])]
+    return [one_step._grads(losses[b], params, retain_graph=True) for b in range(losses.shape[0])]
 
 
 def _check(model, batch, loss_fn, params, rtol):
@@ -52,7 +53,7 @@ def test_an_unknown_trainable_layer_is_refused():
 
 
 def test_tiny_qwen_with_the_merger_and_a_text_only_sample(tokenizer, processor, records):
-    model = models.build(TINY, tokenizer).eval()
+    model = presets.build(TINY, tokenizer).eval()
     col = collate.Collator(tokenizer, processor)
     batch = col([records[0], {**records[1], "image": None}, records[2], records[3]])
     with train.frozen_vision(model):
@@ -62,7 +63,7 @@ def test_tiny_qwen_with_the_merger_and_a_text_only_sample(tokenizer, processor, 
 
 
 def test_a_batch_too_large_to_hold_is_refused_before_any_work(tokenizer, processor, records, monkeypatch):
-    model = models.build(TINY, tokenizer).eval()
+    model = presets.build(TINY, tokenizer).eval()
     batch = collate.Collator(tokenizer, processor)(records[:4])
     with train.frozen_vision(model):
         params = [p for p in model.parameters() if p.requires_grad]

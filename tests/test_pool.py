@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from ost import data, digits, pool, tasks
+from ost.data import digits, pool, schema, tasks
 
 SMALL = dict(n_groups=60, copies=3, n_val=12, n_test=12, seed=7)
 
@@ -16,7 +16,7 @@ def _png(img):
 
 @pytest.fixture(scope="module")
 def small():
-    return data.build_pool(**SMALL)
+    return schema.build_pool(**SMALL)
 
 
 def _digits_in(answer):
@@ -25,19 +25,19 @@ def _digits_in(answer):
 
 
 def test_same_seed_same_bytes(small):
-    again = data.build_pool(**SMALL)
-    for split in data.SPLITS:
+    again = schema.build_pool(**SMALL)
+    for split in schema.SPLITS:
         a, b = small[split], again[split]
         assert a["id"] == b["id"] and a["answer"] == b["answer"] and a["noise"] == b["noise"]
         assert [_png(x) for x in a["image"]] == [_png(x) for x in b["image"]]
-    other = data.build_pool(**{**SMALL, "seed": 8})
+    other = schema.build_pool(**{**SMALL, "seed": 8})
     assert other["pool"]["answer"] != small["pool"]["answer"]
 
 
 def test_schema_and_splits(small):
-    for split in data.SPLITS:
-        assert tuple(small[split].column_names) == data.FIELDS
-    ids = [i for s in data.SPLITS for i in small[s]["id"]]
+    for split in schema.SPLITS:
+        assert tuple(small[split].column_names) == schema.FIELDS
+    ids = [i for s in schema.SPLITS for i in small[s]["id"]]
     assert len(ids) == len(set(ids))
     assert set(small["validation"]["noise"]) == set(small["test"]["noise"]) == {"clean"}
     assert small["pool"][0]["image"].size == (digits.SIDE, digits.SIDE)
@@ -72,9 +72,9 @@ def test_labels_tell_the_truth():
             assert "7" not in _digits_in(r["answer"])
         elif kind == "contradiction":
             computed = r["answer"].split("Answer:")[0].rsplit("=", 1)[1].strip(" .")
-            assert computed != data.extract_final(r["answer"]) == r["final"]
+            assert computed != schema.extract_final(r["answer"]) == r["final"]
         elif kind in ("truncated", "boilerplate", "garbled"):
-            assert data.extract_final(r["answer"]) != r["final"]
+            assert schema.extract_final(r["answer"]) != r["final"]
         by_id.setdefault(r["group"], set()).add(r["task"])
     assert all(len(t) == 1 for t in by_id.values())      # a group is one item asked several times
 
@@ -104,15 +104,15 @@ def test_handwriting_split_is_disjoint():
 
 
 def test_save_and_load_round_trip(tmp_path):
-    folder = data.make_pool(out_dir=tmp_path / "p", **SMALL)
-    loaded = data.load_pool(folder)
-    fresh = data.build_pool(**SMALL)
+    folder = schema.make_pool(out_dir=tmp_path / "p", **SMALL)
+    loaded = schema.load_pool(folder)
+    fresh = schema.build_pool(**SMALL)
     assert loaded["pool"]["id"] == fresh["pool"]["id"]
     assert _png(loaded["test"][0]["image"]) == _png(fresh["test"][0]["image"])
     with pytest.raises(FileNotFoundError, match="00_make_pool"):
-        data.load_pool(tmp_path / "missing")
+        schema.load_pool(tmp_path / "missing")
     with pytest.raises(TypeError, match="unknown pool parameter"):
-        data.pool_params(n_gropus=3)
+        schema.pool_params(n_gropus=3)
 
 
 def test_base_records_are_clean_and_mixed():
@@ -126,15 +126,15 @@ def test_base_records_are_clean_and_mixed():
 
 
 def test_extract_final():
-    assert data.extract_final("x. Answer: 12") == "12"
-    assert data.extract_final("Answer: 3. Answer: 12.") == "12"
-    assert data.extract_final("no final here") == ""
-    assert data.normalize_final(" 12. ") == "12"
+    assert schema.extract_final("x. Answer: 12") == "12"
+    assert schema.extract_final("Answer: 3. Answer: 12.") == "12"
+    assert schema.extract_final("no final here") == ""
+    assert schema.normalize_final(" 12. ") == "12"
 
 
 def test_clean_part_drops_toxic_keeps_duplicates():
-    from ost import regime
-    ds = data.to_dataset(pool.make_pool_records(n_groups=80, copies=3, seed=2))
+    from ost.experiments import regime
+    ds = schema.to_dataset(pool.make_pool_records(n_groups=80, copies=3, seed=2))
     kept = regime.clean_part(ds)
     assert set(kept["noise"]) == {"clean", "duplicate"}
     assert len(kept) == sum(k not in pool.TOXIC for k in ds["noise"])
@@ -151,7 +151,7 @@ def test_held_out_kinds_only_when_asked_and_labelled_truthfully():
     for r in extra:
         if r["noise"] == "operation_slip":     # the reading is right, the computation is not
             right = tasks.solve(r["task"], _digits_in(r["answer"]))
-            assert r["final"] != right[1] and r["final"] == data.extract_final(r["answer"])
+            assert r["final"] != right[1] and r["final"] == schema.extract_final(r["answer"])
         elif r["noise"] == "neighbour_answer":     # a correct answer, to another item
             right = tasks.solve(r["task"], _digits_in(r["answer"]))
             assert r["answer"] == right[0] and r["answer"] != clean_answer.get(r["group"], "")

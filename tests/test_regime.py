@@ -1,9 +1,10 @@
 import math
 
 import pytest
-
-from ost import base, regime, train
 from conftest import saved_tiny
+
+from ost.experiments import regime
+from ost.models import base, train
 
 
 def test_evaluating_mid_run_leaves_the_trajectory_alone(tmp_path, records, tokenizer, processor):

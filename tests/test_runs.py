@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ost import paths, runs
+from ost import runs
+from ost.runs import paths
 
 
 def test_every_notebook_has_flat_commented_parameters():

@@ -3,19 +3,21 @@ import hashlib
 import numpy as np
 import pandas as pd
 import pytest
-
-from ost import data, models, score
-from ost.step import Step
 from conftest import TINY
+
+from ost.data import schema
+from ost.method import score
+from ost.method.step import Step
+from ost.models import presets
 
 SGD = Step(optimizer="sgd")     # an untrained model has no warm-up state to continue
 
 
 @pytest.fixture(scope="module")
 def setup(records, tokenizer, processor):
-    pool = data.to_dataset(records[:10])
-    val = data.to_dataset(records[10:13])
-    return models.build(TINY, tokenizer, seed=0), tokenizer, processor, pool, val
+    pool = schema.to_dataset(records[:10])
+    val = schema.to_dataset(records[10:13])
+    return presets.build(TINY, tokenizer, seed=0), tokenizer, processor, pool, val
 
 
 def _md5(path):
@@ -56,7 +58,8 @@ def test_nonfinite_is_a_status_not_a_drop(tmp_path, setup):
     poisoned = copy.deepcopy(model)
     with torch.no_grad():
         poisoned.lm_head.weight[0, 0] = float("nan")
-    frame = score.score_pool(poisoned, tok, proc, pool, val, tmp_path / "s.parquet", part_size=5, step=SGD, progress=False)
+    frame = score.score_pool(poisoned, tok, proc, pool, val, tmp_path / "s.parquet", part_size=5, step=SGD,
+                             progress=False)
     assert frame["id"].tolist() == pool["id"] and set(frame["status"]) == {"nonfinite"}
 
 
@@ -66,18 +69,18 @@ def test_two_processes_give_the_same_file_as_one(tmp_path, setup):
     import subprocess
     import sys
     model, tok, proc, pool, val = setup
-    folder = models.save(tmp_path / "model", model, tok, proc)
-    dd = data.datasets.DatasetDict({"pool": pool, "validation": val, "test": val})
+    folder = presets.save(tmp_path / "model", model, tok, proc)
+    dd = schema.datasets.DatasetDict({"pool": pool, "validation": val, "test": val})
     dd.save_to_disk(str(tmp_path / "pool"))
     args = ["--model", str(folder), "--pool", str(tmp_path / "pool"), "--part-size", "3", "--batch-size", "2",
             "--optimizer", "sgd"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     one = tmp_path / "one.parquet"          # one process, on one thread as each torchrun rank
-    subprocess.run([sys.executable, "-m", "ost.score", *args, "--out", str(one)], env=env, capture_output=True,
+    subprocess.run([sys.executable, "-m", "ost.method.score", *args, "--out", str(one)], env=env, capture_output=True,
                    text=True, timeout=240, check=True)
     two = tmp_path / "two.parquet"
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                          "--standalone", "-m", "ost.score", *args, "--out", str(two)],
+                          "--standalone", "-m", "ost.method.score", *args, "--out", str(two)],
                          env=env, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-2000:]
     assert _md5(one) == _md5(two)
@@ -88,14 +91,15 @@ def test_two_processes_give_the_same_file_as_one(tmp_path, setup):
 def test_cli_continues_the_warmup_adam_state_from_disk(tmp_path, setup, records):
     """The warmup's own next Adam step, read from a torch.save'd state: same scores as in-process."""
     import torch
-    from ost import train
+
+    from ost.models import train
     _, tok, proc, pool, val = setup
-    model = models.build(TINY, tok, seed=0)
-    log = train.sft(model, tok, proc, data.to_dataset(records[20:36]), epochs=1, batch_size=8, lr=1e-3,
+    model = presets.build(TINY, tok, seed=0)
+    log = train.sft(model, tok, proc, schema.to_dataset(records[20:36]), epochs=1, batch_size=8, lr=1e-3,
                     progress=False)
     torch.save(log["adam_state"], tmp_path / "adam_state.pt")
-    folder = models.save(tmp_path / "model", model, tok, proc)
-    data.datasets.DatasetDict({"pool": pool, "validation": val, "test": val}).save_to_disk(str(tmp_path / "pool"))
+    folder = presets.save(tmp_path / "model", model, tok, proc)
+    schema.datasets.DatasetDict({"pool": pool, "validation": val, "test": val}).save_to_disk(str(tmp_path / "pool"))
     score.main(["--model", str(folder), "--pool", str(tmp_path / "pool"), "--out", str(tmp_path / "cli.parquet"),
                 "--adam-state", str(tmp_path / "adam_state.pt"), "--part-size", "4"])
     here = score.score_pool(model, tok, proc, pool, val, tmp_path / "here.parquet", warm_state=log["adam_state"],
@@ -110,6 +114,7 @@ def test_cli_continues_the_warmup_adam_state_from_disk(tmp_path, setup, records)
 
 def test_parts_of_another_model_are_never_reused(tmp_path, setup):
     import copy
+
     import torch
     model, tok, proc, pool, val = setup
     out = tmp_path / "s.parquet"
@@ -127,9 +132,9 @@ def test_parts_of_another_model_are_never_reused(tmp_path, setup):
 
 def test_a_validation_set_overlapping_the_pool_is_refused(tmp_path, setup, records):
     model, tok, proc, pool, val = setup
-    renamed = data.to_dataset([{**records[3], "id": "val-copy"}] + records[10:12])    # same content, new id
+    renamed = schema.to_dataset([{**records[3], "id": "val-copy"}] + records[10:12])    # same content, new id
     with pytest.raises(ValueError, match="overlaps the pool in 1 sample"):
         score.score_pool(model, tok, proc, pool, renamed, tmp_path / "s.parquet", step=SGD, progress=False)
     with pytest.raises(ValueError, match="overlaps"):
         score.score_pool(model, tok, proc, pool, pool.select([0]), tmp_path / "s.parquet", step=SGD, progress=False)
-    assert data.overlap(pool, val) == []
+    assert schema.overlap(pool, val) == []

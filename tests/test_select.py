@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ost import select
+from ost.method import select
 
 
 @pytest.fixture

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 import ost
-from ost import score
-from ost.paths import NOTEBOOKS
-from ost.step import DEFAULT, PAPER, Step
+from ost.method import score
+from ost.method.step import DEFAULT, PAPER, Step
+from ost.runs.paths import NOTEBOOKS
 
 
 def test_bad_settings_are_refused_by_name():

@@ -2,19 +2,21 @@ import json
 
 import pytest
 import torch
-
-from ost import base, collate, data, models, paths, train
 from conftest import TINY
+
+from ost.data import schema
+from ost.models import base, collate, presets, train
+from ost.runs import paths
 
 
 @pytest.fixture(scope="module")
 def tiny_data(records):
-    return data.to_dataset(records[:24])
+    return schema.to_dataset(records[:24])
 
 
 def test_sft_lowers_loss_and_is_seeded(tokenizer, processor, tiny_data):
     def run(seed):
-        model = models.build(TINY, tokenizer, seed=0)
+        model = presets.build(TINY, tokenizer, seed=0)
         before = train.answer_losses(model, tokenizer, processor, tiny_data).mean()
         log = train.sft(model, tokenizer, processor, tiny_data, epochs=5, batch_size=8, grad_accum=2,
                         lr=1e-2, seed=seed, progress=False, logging_steps=1)
@@ -32,11 +34,11 @@ def test_sft_lowers_loss_and_is_seeded(tokenizer, processor, tiny_data):
 
 def test_sft_refuses_empty(tokenizer, processor, tiny_data):
     with pytest.raises(ValueError, match="empty"):
-        train.sft(models.build(TINY, tokenizer), tokenizer, processor, tiny_data.select([]), progress=False)
+        train.sft(presets.build(TINY, tokenizer), tokenizer, processor, tiny_data.select([]), progress=False)
 
 
 def test_frozen_vision_keeps_tower_and_trains_merger(tokenizer, processor, tiny_data):
-    model = models.build(TINY, tokenizer)
+    model = presets.build(TINY, tokenizer)
     tower = {n: p.clone() for n, p in model.model.visual.named_parameters()}
     train.sft(model, tokenizer, processor, tiny_data, epochs=1, batch_size=8, progress=False)
     for n, p in model.model.visual.named_parameters():
@@ -46,22 +48,22 @@ def test_frozen_vision_keeps_tower_and_trains_merger(tokenizer, processor, tiny_
 def test_evaluate_exact_match_on_known_answers(tokenizer, processor, records):
     """Overfit four samples, then exact match is 1 on them and 0 where the reference is altered."""
     one_per_task = list({r["task"]: r for r in records}.values())    # the question tells them apart
-    ds = data.to_dataset(one_per_task)
-    model = models.build(TINY, tokenizer, seed=0)
+    ds = schema.to_dataset(one_per_task)
+    model = presets.build(TINY, tokenizer, seed=0)
     train.sft(model, tokenizer, processor, ds, epochs=80, batch_size=4, lr=1e-2, warmup_ratio=0.0,
               freeze_vision=False, seed=0, progress=False)
     result = train.evaluate(model, tokenizer, processor, ds, batch_size=4)
     assert result["predictions"] == ds["answer"]
     assert result["accuracy"] == 1.0 and set(result["per_task"].values()) == {1.0}
     assert result["loss"] < 0.5
-    altered = data.to_dataset([dict(r, final=str(int(r["final"]) + 1)) if i == 0 else r
+    altered = schema.to_dataset([dict(r, final=str(int(r["final"]) + 1)) if i == 0 else r
                                for i, r in enumerate(one_per_task)])
     assert train.evaluate(model, tokenizer, processor, altered, batch_size=4)["accuracy"] == 0.75
 
 
 def test_base_stage_is_cached(tmp_path, monkeypatch):
     monkeypatch.setattr(paths, "DATA", tmp_path)
-    monkeypatch.setitem(models.PRESETS, "tiny", TINY)
+    monkeypatch.setitem(presets.PRESETS, "tiny", TINY)
     recipe = dict(vision_images=64, vision_epochs=1, n_samples=32, epochs=1, batch_size=16)
     model, tok, proc = base.load_base("tiny", progress=False, **recipe)
     folder = base.base_dir("tiny", **recipe)
@@ -81,8 +83,9 @@ def test_base_stage_is_cached(tmp_path, monkeypatch):
 def test_sft_returns_its_adam_state_in_model_order(tokenizer, processor, tiny_data):
     """Trainer groups parameters by weight decay; the returned state is re-keyed to model order so
     OST can continue the warmup optimizer's own step."""
-    from ost import collate, utility
-    model = models.build(TINY, tokenizer)
+    from ost.method import one_step
+    from ost.models import collate
+    model = presets.build(TINY, tokenizer)
     log = train.sft(model, tokenizer, processor, tiny_data, epochs=1, batch_size=8, progress=False)
     with train.frozen_vision(model):
         trained = [p for p in model.parameters() if p.requires_grad]
@@ -91,13 +94,13 @@ def test_sft_returns_its_adam_state_in_model_order(tokenizer, processor, tiny_da
         for i, p in enumerate(trained):
             assert state["state"][i]["exp_avg_sq"].shape == p.shape
         batch = collate.Collator(tokenizer, processor)(list(tiny_data.select(range(4))))
-        u = utility.one_step_utility(model, [batch], [batch], collate.per_sample_loss, lr=1e-4,
+        u = one_step.one_step_utility(model, [batch], [batch], collate.per_sample_loss, lr=1e-4,
                                      optimizer="adam", adam_state=state)
     assert u.shape == (4,) and torch.isfinite(u).all()
 
 
 def test_embeddings_one_vector_per_sample_independent_of_batching(tokenizer, processor, tiny_data):
-    model = models.build(TINY, tokenizer, seed=0)
+    model = presets.build(TINY, tokenizer, seed=0)
     e = train.embeddings(model, tokenizer, processor, tiny_data, batch_size=24)
     assert e.shape == (24, TINY["hidden"]) and torch.isfinite(e).all()
     assert torch.allclose(e, train.embeddings(model, tokenizer, processor, tiny_data, batch_size=5), atol=1e-5)
@@ -108,7 +111,7 @@ def test_sft_on_cached_encodings_trains_the_same_model(tokenizer, processor, tin
     """SFT pads samples encoded once (collate.EncodedDataset); batched as Trainer would batch the
     datasets.Dataset itself, sample order and weights come out the same to the bit."""
     def run():
-        model = models.build(TINY, tokenizer, seed=0)
+        model = presets.build(TINY, tokenizer, seed=0)
         train.sft(model, tokenizer, processor, tiny_data, epochs=3, batch_size=8, lr=1e-2, seed=3, progress=False,
                   cache_vision=False)
         return model
@@ -125,11 +128,11 @@ def test_sft_from_cached_vision_features_trains_the_same_model(tokenizer, proces
     """With the tower frozen, training the merger and decoder from each image's cached tower output gives
     the model that running the tower at every step gives, within float rounding; the tower is untouched."""
     def run(cache_vision):
-        model = models.build(TINY, tokenizer, seed=0)
+        model = presets.build(TINY, tokenizer, seed=0)
         train.sft(model, tokenizer, processor, tiny_data, epochs=3, batch_size=8, lr=1e-2, seed=3, progress=False,
                   cache_vision=cache_vision)
         return model
-    cached, plain, fresh = run(True), run(False), models.build(TINY, tokenizer, seed=0)
+    cached, plain, fresh = run(True), run(False), presets.build(TINY, tokenizer, seed=0)
     assert "forward" not in vars(cached.model.visual)          # the merger-only forward is gone after training
     for (name, a), b, c in zip(cached.named_parameters(), plain.parameters(), fresh.parameters()):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6), name

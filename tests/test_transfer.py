@@ -1,10 +1,10 @@
 """Notebook 06's settings: each scored on one thread, the same numbers in worker processes as in-process."""
 import pytest
 import torch
-
-from ost import transfer
-from ost.step import Step
 from conftest import saved_tiny
+
+from ost.experiments import transfer
+from ost.method.step import Step
 
 
 @pytest.fixture(scope="module")

@@ -1,18 +1,19 @@
-"""ost.utility against brute force: deep-copy the model, take a real torch.optim step on one sample,
+"""ost.method.one_step against brute force: deep-copy the model, take a real torch.optim step on one sample,
 re-evaluate the validation loss."""
 import copy
 
 import pytest
 import torch
+from conftest import TINY
 from scipy.stats import spearmanr
 from torch import nn
 
-from conftest import TINY
-from ost import collate, models, utility
-from ost.train import frozen_vision
-from ost.utility import one_step_utility
+from ost.method import one_step
+from ost.method.one_step import one_step_utility
+from ost.models import collate, presets
+from ost.models.train import frozen_vision
 
-BACKENDS = list(utility.BACKENDS)
+BACKENDS = list(one_step.BACKENDS)
 
 
 # ---------------------------------------------------------------- helpers
@@ -123,7 +124,7 @@ def test_first_order_sgd_matches_autograd(mlp_setup, backend):
     gval, gis = brute_grads(model, train, val, mse)
     want = torch.stack([0.1 * gval @ g for g in gis])
     got = one_step_utility(model, train, val, mse, lr=0.1, backend=backend)
-    assert utility.last_path == backend
+    assert one_step.last_path == backend
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
@@ -194,7 +195,7 @@ def test_model_left_unchanged(mlp_setup, method, opt):
 def qwen(tokenizer, processor, records):
     col = collate.Collator(tokenizer, processor)
     train, val = [col(records[0:2]), col(records[2:4])], [col(records[10:13])]
-    return models.build(TINY, tokenizer), train, val
+    return presets.build(TINY, tokenizer), train, val
 
 
 def test_qwen_exact_matches_brute_force(qwen):
@@ -217,13 +218,13 @@ def test_qwen_first_order_matches_autograd(qwen):
     gval, gis = brute_grads(model, train, val, collate.per_sample_loss)
     want = torch.stack([0.1 * gval @ g for g in gis]).double()
     got = one_step_utility(model, train, val, collate.per_sample_loss, lr=0.1)
-    assert utility.last_path == "jvp"                    # forward mode works (SDPA in its math form)
+    assert one_step.last_path == "jvp"                    # forward mode works (SDPA in its math form)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
     copy.deepcopy(model)            # no functorch wrapper left in a cache (Qwen2-VL keeps rope_deltas)
     got, loss = one_step_utility(model, train, val, collate.per_sample_loss, lr=0.1, return_loss=True)
     torch.testing.assert_close(loss, torch.cat([collate.per_sample_loss(model, b) for b in train]).double().detach(),
                                rtol=1e-4, atol=1e-6)
-    gval = utility.val_gradient(model, val, collate.per_sample_loss)
+    gval = one_step.val_gradient(model, val, collate.per_sample_loss)
     torch.testing.assert_close(one_step_utility(model, train, val, collate.per_sample_loss, lr=0.1, val_grad=gval),
                                got)
 
@@ -306,17 +307,17 @@ def test_normalized_first_order_on_tiny_qwen_matches_the_exact_step(qwen, backen
     with frozen_vision(model):      # as OST scores: the merger trains, the tower does not
         params = [p for p in model.parameters() if p.requires_grad]
         flat = lambda gs: torch.cat([g.reshape(-1) for g in gs])
-        gval = flat(utility.val_gradient(model, val, loss))
-        gis = [flat(utility._grads(li, params, retain_graph=True)) for b in train for li in loss(model, b)]
+        gval = flat(one_step.val_gradient(model, val, loss))
+        gis = [flat(one_step._grads(li, params, retain_graph=True)) for b in train for li in loss(model, b)]
         fast = one_step_utility(model, train, val, loss, lr=1e-4, normalize=True, backend=backend)
-        assert utility.last_path == backend
+        assert one_step.last_path == backend
         exact = one_step_utility(model, train, val, loss, lr=1e-4, normalize=True, method="exact")
     want = torch.stack([1e-4 * gval @ g / g.norm() for g in gis]).double()
     torch.testing.assert_close(fast, want, rtol=1e-4, atol=1e-9)
     torch.testing.assert_close(exact, fast, rtol=0.05, atol=1e-7)
     with pytest.warns(UserWarning, match="'per_sample' failed"):   # the tower's Conv3d has no rule: the loop
         u = one_step_utility(model, train, val, loss, lr=1e-4, normalize=True)
-    assert utility.last_path == "jvp" and torch.isfinite(u).all()
+    assert one_step.last_path == "jvp" and torch.isfinite(u).all()
 
 
 # ---------------------------------------------------------------- 8. every validation sample votes once
@@ -327,20 +328,20 @@ def test_unit_val_weighs_each_validation_sample_by_its_gradient_norm(mlp_setup):
     m = copy.deepcopy(model).eval()         # gradients are taken in eval mode (no dropout)
     gjs = [flat(torch.autograd.grad(mse(m, b)[j], list(m.parameters()))) for b in val for j in range(len(b[1]))]
     unit = torch.stack([g / g.norm() for g in gjs]).mean(0)
-    torch.testing.assert_close(flat(utility.val_gradient(model, val, mse, unit_val=True)), unit)
+    torch.testing.assert_close(flat(one_step.val_gradient(model, val, mse, unit_val=True)), unit)
     _, gis = brute_grads(model, train, val, mse)
     got = one_step_utility(model, train, val, mse, lr=1e-3, normalize=True, unit_val=True)
     torch.testing.assert_close(got, torch.stack([1e-3 * unit @ g / g.norm() for g in gis]), rtol=1e-9, atol=1e-15)
 
 
 def test_the_default_step_on_tiny_qwen_fast_against_exact(qwen):
-    from ost.step import DEFAULT
+    from ost.method.step import DEFAULT
     model, train, val = qwen
     loss = collate.per_sample_loss
     warm, state = warmed_adam(model, train, loss, steps=30, lr=1e-3)   # v ≫ g²: the linear form holds
     with frozen_vision(warm):
         fast = DEFAULT.utility(warm, train, val, loss, warm_state=state)
-        assert utility.last_path == "per_sample"
+        assert one_step.last_path == "per_sample"
         exact = DEFAULT.with_(method="exact").utility(warm, train, val, loss, warm_state=state)
     assert spearmanr(fast.numpy(), exact.numpy()).statistic >= 0.99
     torch.testing.assert_close(exact, fast, rtol=0.1, atol=1e-8)

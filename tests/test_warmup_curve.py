@@ -1,8 +1,9 @@
 """The warm-up curve: notebook 01's slices, one honest point per length, a report that renders."""
 import numpy as np
-
-from ost import pool, transfer, warmup_curve
 from conftest import saved_tiny
+
+from ost.data import pool
+from ost.experiments import transfer, warmup_curve
 
 
 def test_warm_rows_are_notebook_01s_slice_and_grow_with_the_share():

@@ -1,0 +1,86 @@
+"""The one step OST simulates, as one typed object that scoring, the notebooks, transfer and the benchmarks share.
+
+u_i = L_val(θ) − L_val(θ − Δ_i), Δ_i one optimiser step on sample i alone (`ost.method.one_step`). A Step says
+how Δ_i is formed:
+
+* `optimizer`: "sgd" (Δ_i = lr·g_i) or "adam" (one Adam step);
+* `continue_warmup` (adam): from the warm-up's own Adam state, as training would go on; False: a fresh Adam;
+* `normalize`: step on g_i / ‖g_i‖, so a sample is ranked by where its gradient points, not by how
+  large it is (a wrong answer on a competent proxy has a large gradient; LESS normalises for this reason);
+* `unit_val`: the validation side counts each validation sample's gradient with unit length (weights
+  1/‖g_j‖), so every validation sample votes once; the plain mean gradient is dominated by the few samples
+  the proxy gets most wrong (LESS normalises both sides);
+* `method`: "first_order" (one pass per batch) or "exact" (really step and re-evaluate: the reference);
+* `lr`: the step's learning rate (first order: a scale that does not change the ranking).
+
+`PAPER` is the paper's plain first-order SGD utility; `DEFAULT` is the step the project scores with.
+"""
+from dataclasses import asdict, dataclass, fields, replace
+
+METHODS = ("first_order", "exact")
+OPTIMIZERS = ("sgd", "adam")
+
+
+@dataclass(frozen=True)
+class Step:
+    method: str = "first_order"
+    optimizer: str = "adam"
+    lr: float = 1e-4
+    normalize: bool = False
+    unit_val: bool = False
+    continue_warmup: bool = True
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"Step.method must be one of {METHODS}, not {self.method!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"Step.optimizer must be one of {OPTIMIZERS}, not {self.optimizer!r}")
+        if not self.lr > 0:
+            raise ValueError(f"Step.lr must be > 0, not {self.lr!r}")
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Step":
+        """A Step from a config or notebook dict; an unknown key is an error, not a silent default."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise TypeError(f"unknown Step setting(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**d)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def with_(self, **changes) -> "Step":
+        return replace(self, **changes)
+
+    def adam_state(self, warm_state):
+        """The Adam state the step starts from: the warm-up's when it continues it, else None (fresh)."""
+        if self.optimizer != "adam" or not self.continue_warmup:
+            return None
+        if warm_state is None:
+            raise ValueError("this Step continues the warm-up's Adam state (continue_warmup=True), but no state "
+                             "was given: pass the warm-up's optimizer state_dict, or use continue_warmup=False")
+        return warm_state
+
+    def kwargs(self, warm_state=None) -> dict:
+        """Keyword arguments of `ost.method.one_step.one_step_utility` for this step."""
+        return dict(lr=self.lr, method=self.method, optimizer=self.optimizer, normalize=self.normalize,
+                    unit_val=self.unit_val, adam_state=self.adam_state(warm_state))
+
+    def utility(self, model, train_batches, val_batches, loss_fn, *, warm_state=None, **kw):
+        """u_i of every training sample under this step (see `ost.method.one_step.one_step_utility`)."""
+        from ost.method.one_step import one_step_utility
+        return one_step_utility(model, train_batches, val_batches, loss_fn, **self.kwargs(warm_state), **kw)
+
+    @property
+    def label(self) -> str:
+        opt = self.optimizer if self.optimizer == "sgd" else f"{'warm' if self.continue_warmup else 'fresh'} adam"
+        unit = ", unit g_i" * self.normalize + ", unit val" * self.unit_val
+        return f"{self.method.replace('_', '-')} {opt}{unit}, lr {self.lr:g}"
+
+
+PAPER = Step(optimizer="sgd", continue_warmup=False)    # the paper's plain first-order utility
+# The project's choice: the warm-up's own Adam step, both sides at unit length. Chosen on the main pool
+# with a competent proxy and checked unchanged on a second pool with two noise kinds it never had
+# (`make step-variants`; docs/step_choice.md has the table).
+DEFAULT = Step(normalize=True, unit_val=True)
