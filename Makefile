@@ -26,8 +26,10 @@ help: ## list the targets
 # the stack instead of ~6. Like pip, a file that does not compile on this Python (torch's py312_intrinsics.py) is skipped.
 $(VENV)/.installed: environment.yml pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	sed -n 's/^ *- \([A-Za-z0-9_.-]*==[^ #]*\).*/\1/p' environment.yml > $(VENV)/requirements.txt
+	sed -n '/(no-deps)/!s/^ *- \([A-Za-z0-9_.-]*==[^ #]*\).*/\1/p' environment.yml > $(VENV)/requirements.txt
+	sed -n '/(no-deps)/s/^ *- \([A-Za-z0-9_.-]*==[^ #]*\).*/\1/p' environment.yml > $(VENV)/requirements-no-deps.txt
 	$(PY) -m pip install -q --no-compile -r $(VENV)/requirements.txt
+	$(PY) -m pip install -q --no-compile --no-deps -r $(VENV)/requirements-no-deps.txt
 	$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	$(PY) -m ipykernel install --sys-prefix --name python3 > /dev/null
