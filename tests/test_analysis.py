@@ -104,7 +104,8 @@ def test_summary_rows_and_readme_block(tmp_path):
     (tmp_path / "summary.json").write_text(json.dumps(full))
     block = analysis.render_readme(tmp_path / "summary.json", readme)
     assert "| top20 fixed compute vs full | +8.8 | +9.0 " in block and "**50 % less**" in block
-    assert "**8.0×**" in block and "| ost | 0.70 | 0.99 |" in block and "Spearman **0.31**" in block
+    assert "**88 % less** time (10 s vs 80 s; paper: 17 % less)" in block
+    assert "| ost | 0.70 | 0.99 |" in block and "Spearman **0.31**" in block
     assert readme.read_text().count("<!-- table:start -->") == 1 and block in readme.read_text()
     readme.write_text("no block")
     with pytest.raises(ValueError, match="block"):
@@ -139,3 +140,12 @@ def test_load_runs_keeps_the_latest_settings(tmp_path):
     path.write_text("")
     with pytest.raises(ValueError, match="no runs"):
         sft_grid.load_runs(path)
+
+
+def test_selection_seconds_charge_the_warmup_to_every_proxy_scorer():
+    warmup, scoring = {"train_seconds": 100.0}, {"score_seconds": 7.0}
+    costs = {"costs": [{"name": "loss", "seconds": 2.0}, {"name": "judge", "seconds": 50.0},
+                       {"name": "random", "seconds": 0.01}]}
+    s = analysis.selection_seconds(warmup, scoring, costs)
+    assert s["ost"] == s["ost-cover"] == 107.0 and s["loss"] == 102.0 and s["judge"] == 50.0
+    assert s["random"] == s["full"] == s["oracle-clean"] == 0.0 and "ifd" not in s and "deita" not in s
