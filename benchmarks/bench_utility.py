@@ -36,9 +36,10 @@ from ost.method import one_step
 from ost.method.step import DEFAULT, PAPER, Step
 from ost.models import base, collate, presets, train
 from ost.runs import paths
+from ost.runs.settings import Warmup
 
 STEPS = {"default": DEFAULT, "paper": PAPER.with_(lr=1e-3)}   # the project's step and the paper's plain one
-WARMUP = dict(epochs=1, batch_size=32, lr=2e-3, seed=0)
+EPOCH = Warmup(warmup_epochs=1.0)     # one epoch of the stage-01 warm-up: the cost unit
 QUICK = dict(n=1000, n_exact=100, n_naive=4, rss_sizes=[2_000, 20_000])
 
 
@@ -144,12 +145,12 @@ def main(argv=None):
     val = collate.batches(dd["validation"], col, args.batch_size)
     print(f"[epoch] warming the proxy on {n} samples for one epoch", flush=True)
     clock = Clock()
-    log = train.sft(model, tok, proc, pool, **WARMUP, progress=True)
+    log = train.sft(model, tok, proc, pool, **EPOCH.sft_kwargs(), progress=True)
     epoch_cpu = clock.read()[1]
     res = {"n_samples": n, "n_val": len(dd["validation"]), "step": args.step,
            "step_settings": STEPS[args.step].as_dict(),
            "epoch_seconds": log["train_seconds"], "epoch_cpu_seconds": epoch_cpu,
-           "warmup": {**WARMUP, "steps": log["steps"]}}
+           "warmup": {**EPOCH.sft_kwargs(), "steps": log["steps"]}}
     rng = np.random.default_rng(0)
     exact_idx = np.sort(rng.choice(n, min(args.n_exact, n), replace=False))
     per_step = {}

@@ -23,11 +23,11 @@ from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
 from ost.data import pool, schema
-from ost.experiments import credibility
 from ost.method import select
 from ost.method.step import Step
 from ost.models import base, collate, train
 from ost.runs import paths
+from ost.runs.settings import SFT, Warmup
 
 VARIANTS = {
     "first_order_sgd_1e-3": Step(optimizer="sgd", lr=1e-3),
@@ -118,7 +118,7 @@ def main(argv=None):
     warm = dd["pool"].select(order[:round(args.warmup_fraction * len(order))].tolist())
     scored = dd["pool"] if args.n_score == 0 else dd["pool"].select(order[-args.n_score:].tolist())
     model, tok, proc = base.load_base("proxy", progress=False)
-    log = train.sft(model, tok, proc, warm, epochs=3, lr=2e-3, seed=0, progress=False)
+    log = train.sft(model, tok, proc, warm, **Warmup(warmup_epochs=3.0).sft_kwargs(), progress=False)
     col = collate.Collator(tok, proc)
     val_b = collate.batches(dd["validation"].select(range(args.n_val)), col, 32)
     cache = paths.DATA / "step_choice" / f"scores-{len(scored)}.parquet" if args.n_score == 0 else None
@@ -135,8 +135,8 @@ def main(argv=None):
     report["spearman"] = {f"{a}~{b}": float(spearmanr(frame[a], frame[b])[0])
                           for i, a in enumerate(names) for b in names[i + 1:]}
     if args.sft_seeds:
-        cfg = credibility.SFT_KEYS
-        report["sft"] = run_sft(dd, subsets(frame, dd), args.sft_seeds, cfg["sft_epochs"], cfg["sft_lr"])
+        sft = SFT()
+        report["sft"] = run_sft(dd, subsets(frame, dd), args.sft_seeds, sft.sft_epochs, sft.sft_lr)
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=1))
     print(json.dumps(report["spearman"], indent=1))

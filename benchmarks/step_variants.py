@@ -41,6 +41,7 @@ from ost.method import one_step, select
 from ost.method.step import DEFAULT, Step
 from ost.models import collate, train
 from ost.report import metrics
+from ost.runs.settings import Pool, Warmup
 
 VARIANTS = ("sgd", "warm_adam", "cosine", "warm_adam_unit", "fresh_adam_sign", "unit_val_only", "unit_both",
             "low_loss")
@@ -167,15 +168,15 @@ def main(argv=None):
     if args.config is None or args.out is None:
         parser.error("--config and --out are needed to measure")
     config = yaml.safe_load(args.config.read_text()) or {}
-    pool_cfg = {k: v for k, v in config.items() if k in schema.POOL_DEFAULTS}
-    if args.pool_seed is not None:
-        pool_cfg["seed"] = args.pool_seed
+    changes = {} if args.pool_seed is None else {"pool_seed": args.pool_seed}
     if args.extra_kinds:
-        pool_cfg["extra_kinds"] = list(pool.HELD_OUT)
+        changes["extra_kinds"] = list(pool.HELD_OUT)
+    pool_cfg = Pool.from_params({**config, **changes}).pool_params()
     dd = schema.load_pool(schema.make_pool(**pool_cfg))
     torch.manual_seed(args.seed)
+    warm_up = Warmup(warmup_fraction=args.fraction, warmup_epochs=args.epochs, warmup_lr=args.lr, warmup_seed=args.seed)
     warm_ids = dd["pool"].select(transfer.warm_rows(len(dd["pool"]), args.fraction, args.seed))["id"]
-    model, tok, proc, log = transfer.warm(dd, "proxy", warm_ids, epochs=args.epochs, lr=args.lr, seed=args.seed)
+    model, tok, proc, log = transfer.warm(dd, warm_up, warm_ids)
     val_acc = train.evaluate(model, tok, proc, dd["validation"])["accuracy"]
     rows = transfer.sample_rows(len(dd["pool"]), min(args.n_score, len(dd["pool"])), args.seed)
     scored = dd["pool"].select(rows)

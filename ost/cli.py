@@ -33,8 +33,9 @@ from ost.experiments import transfer
 from ost.method import score, select
 from ost.method.step import DEFAULT
 from ost.models import base, presets, train
+from ost.runs.settings import Warmup
 
-WARMUP = dict(proxy="proxy", warmup_fraction=1.0, warmup_epochs=12.0, warmup_lr=2e-3, batch_size=32)
+WARMUP = Warmup()  # the notebooks' stage-01 defaults (ost.runs.settings)
 COMPETENT = 0.5     # validation exact match below which the summary says not to trust the ranking
 
 
@@ -104,9 +105,8 @@ def _prepared(out: Path) -> datasets.DatasetDict:
     return datasets.load_from_disk(str(out / "prepared"))
 
 
-def warmup(out, *, proxy=WARMUP["proxy"], warmup_fraction=WARMUP["warmup_fraction"],
-           warmup_epochs=WARMUP["warmup_epochs"], warmup_lr=WARMUP["warmup_lr"], batch_size=WARMUP["batch_size"],
-           seed=0) -> dict:
+def warmup(out, *, proxy=WARMUP.proxy, warmup_fraction=WARMUP.warmup_fraction, warmup_epochs=WARMUP.warmup_epochs,
+           warmup_lr=WARMUP.warmup_lr, batch_size=WARMUP.warmup_batch_size, seed=WARMUP.warmup_seed) -> dict:
     """Warm the proxy on DATA's usable records (a seeded `warmup_fraction` of them); DIR/proxy + Adam state."""
     out = Path(out)
     settings = dict(proxy=proxy, warmup_fraction=warmup_fraction, warmup_epochs=warmup_epochs,
@@ -235,9 +235,9 @@ def main(argv=None):
             p.add_argument("--columns", nargs="+", metavar="FIELD=COLUMN", default=[],
                            help="a folder's or parquet file's columns, e.g. question=problem")
         if name in ("run", "warmup"):
-            p.add_argument("--proxy", default=WARMUP["proxy"], help="a preset or a Qwen2-VL checkpoint folder / id")
-            p.add_argument("--warmup-fraction", type=float, default=WARMUP["warmup_fraction"])
-            p.add_argument("--warmup-epochs", type=float, default=WARMUP["warmup_epochs"])
+            p.add_argument("--proxy", default=WARMUP.proxy, help="a preset or a Qwen2-VL checkpoint folder / id")
+            p.add_argument("--warmup-fraction", type=float, default=WARMUP.warmup_fraction)
+            p.add_argument("--warmup-epochs", type=float, default=WARMUP.warmup_epochs)
         if name in ("run", "score"):
             p.add_argument("--max-length", type=int, help="tokens; a longer record gets status skipped:too_long")
             p.add_argument("--part-size", type=int, default=256, help="records per resumable part file")

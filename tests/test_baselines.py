@@ -8,7 +8,7 @@ from conftest import TINY
 from transformers import PreTrainedTokenizerFast
 
 from ost import baselines
-from ost.baselines import deita, judge
+from ost.baselines import deita, judge, suite
 from ost.data import schema
 from ost.method import select
 from ost.models import collate, presets, train
@@ -43,6 +43,21 @@ def test_full_random_oracle(pool):
     assert tier == sorted(tier) and 2 in tier                         # clean, then duplicates, then toxic
     clean = baselines.oracle_clean(pool)
     assert set(select.top_fraction(clean.scores, 1.0)) == set(noise.index[noise == "clean"])
+
+
+def test_suite_scores_by_name_and_names_its_subsets(pool, tiny, tokenizer, processor):
+    with pytest.raises(ValueError, match="unknown baseline"):
+        suite.check(["random", "los"])
+    names = suite.check(["random", "oracle", "loss", "ifd"])
+    results = {**suite.free_scores(names, pool, seed=3),
+               **suite.proxy_scores(names, pool, pool, tiny, tokenizer, processor, progress=False)}
+    assert sorted(results) == ["ifd", "loss", "oracle", "random"]          # loss-high, ost-paper not asked for
+    assert results["random"].top(0.5) == baselines.random_scores(pool, seed=3).top(0.5)
+    assert suite.judged_scores(names, pool) == {}                           # no judge asked for: none loaded
+    subsets = suite.subsets(results, [0.25], pool)
+    clean = [n for n in subsets if n.startswith("oracle-clean@")]
+    assert len(clean) == 1 and set(subsets[clean[0]]) == {i for i, n in zip(pool["id"], pool["noise"]) if n == "clean"}
+    assert all(len(subsets[f"{m}@0.25"]) == round(0.25 * len(pool)) for m in results)
 
 
 def test_loss_low_high_match_the_proxy_answer_loss(pool, tiny, tokenizer, processor):

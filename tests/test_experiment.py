@@ -5,6 +5,7 @@ import torch
 from conftest import saved_tiny
 
 from ost.experiments import sft_grid
+from ost.runs.settings import SFT
 
 
 @pytest.fixture(scope="module")
@@ -22,13 +23,12 @@ def _strip(rows):
 
 def test_workers_give_the_serial_rows_and_resume(setup):
     root, target, dd, member = setup
-    kw = dict(target=target, grid={"same_epochs": ["a@0.5"], "fixed_compute": ["a@0.5"]}, seeds=[0, 1],
-              epochs=2.0, lr=1e-2,
-              batch_size=8, progress=False)
+    kw = dict(sft=SFT(target=str(target), sft_seeds=(0, 1), sft_epochs=2.0, sft_lr=1e-2, sft_batch_size=8),
+              grid={"same_epochs": ["a@0.5"], "fixed_compute": ["a@0.5"]}, progress=False)
     torch.set_num_threads(1)          # workers run one thread each; match it so floats agree exactly
     serial = sft_grid.train_subsets(dd, member, root / "serial.jsonl", workers=1, **kw)
     parallel = sft_grid.train_subsets(dd, member, root / "parallel.jsonl", workers=2, **kw)
-    planned = sft_grid.plan(kw["grid"], kw["seeds"])
+    planned = sft_grid.plan(kw["grid"], kw["sft"].sft_seeds)
     assert [(r["subset"], r["protocol"], r["seed"]) for r in parallel] == planned     # plan order
     assert _strip(parallel) == _strip(serial)
     assert {r["steps"] for r in parallel if r["protocol"] == "fixed_compute"} == {8}  # Full: 4 steps × 2 epochs
@@ -43,8 +43,8 @@ def test_workers_give_the_serial_rows_and_resume(setup):
 def test_a_logged_run_is_reused_only_for_the_same_ids(setup):
     """Same subset name, other members (notebook 03 rerun with other scores): retrained, not reused."""
     root, target, dd, member = setup
-    kw = dict(target=target, grid={"same_epochs": ["a@0.5"]}, seeds=[0], epochs=1.0, lr=1e-2, batch_size=8,
-              progress=False, workers=1)
+    kw = dict(sft=SFT(target=str(target), sft_seeds=(0,), sft_epochs=1.0, sft_lr=1e-2, sft_batch_size=8),
+              grid={"same_epochs": ["a@0.5"]}, progress=False, workers=1)
     log = root / "changed.jsonl"
     first = sft_grid.train_subsets(dd, member, log, **kw)
     flipped = ~member

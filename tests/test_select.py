@@ -87,3 +87,22 @@ def test_membership_round_trip():
     assert frame.index[frame["ost@0.5"]].tolist() == ["m0", "m1", "m4"]
     with pytest.raises(KeyError, match="not in the pool"):
         select.membership({"x": ["zz"]}, ids)
+
+
+def test_label_clusters_join_the_named_columns():
+    labels = pd.DataFrame({"task": ["sum", "sum", "product"], "difficulty": [1, 2, 1]}, index=["a", "b", "c"])
+    assert select.label_clusters(labels, "task").tolist() == ["sum", "sum", "product"]
+    assert select.label_clusters(labels, "task, difficulty").tolist() == ["sum/1", "sum/2", "product/1"]
+    with pytest.raises(ValueError, match="unknown column"):
+        select.label_clusters(labels, "tsak")
+
+
+def test_read_subsets_checks_booleans_and_the_pool_order(tmp_path):
+    ids = [f"m{i}" for i in range(4)]
+    select.membership({"ost@0.5": ["m0", "m2"]}, ids).to_parquet(tmp_path / "s.parquet")
+    assert select.read_subsets(tmp_path / "s.parquet", ids)["ost@0.5"].tolist() == [True, False, True, False]
+    with pytest.raises(ValueError, match="in order"):
+        select.read_subsets(tmp_path / "s.parquet", ids[::-1])
+    pd.DataFrame({"ost@0.5": [0.1, 0.2]}, index=pd.Index(ids[:2], name="id")).to_parquet(tmp_path / "u.parquet")
+    with pytest.raises(ValueError, match="not booleans"):
+        select.read_subsets(tmp_path / "u.parquet")

@@ -52,7 +52,7 @@ def _notebook_parameters(name):
 
 def test_the_default_step_is_the_same_in_the_notebook_and_the_cli():
     p = _notebook_parameters("02_score_utility.ipynb")
-    assert Step(method=p["method"], optimizer=p["optimizer"], lr=p["lr"], normalize=p["normalize"],
+    assert Step(method=p["method"], optimizer=p["optimizer"], lr=p["step_lr"], normalize=p["normalize"],
                 unit_val=p["unit_val"], continue_warmup=p["continue_warmup"]) == DEFAULT
     d = vars(score.parser().parse_args(["--model", "m", "--pool", "p", "--out", "o"]))
     assert Step(method=d["method"], optimizer=d["optimizer"], lr=d["lr"], normalize=d["normalize"],

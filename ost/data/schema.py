@@ -14,7 +14,7 @@ import datasets
 
 from ost import runs
 from ost.data import pool
-from ost.runs import paths
+from ost.runs import paths, settings
 
 FIELDS = ("id", "image", "question", "answer", "final", "task", "difficulty", "noise", "group")
 FEATURES = datasets.Features({
@@ -23,8 +23,7 @@ FEATURES = datasets.Features({
     "difficulty": datasets.Value("int32"), "noise": datasets.Value("string"), "group": datasets.Value("string"),
 })
 SPLITS = ("pool", "validation", "test")
-POOL_DEFAULTS = dict(n_groups=3000, copies=2, noise_rate=0.35, systematic_share=0.8, carry_share=0.8,
-                     duplicate_rate=0.05, extra_kinds=(), n_val=200, n_test=400, seed=0)
+POOL_DEFAULTS = settings.Pool().pool_params()     # the main scale; `seed` is the config's `pool_seed`
 
 
 def extract_final(text: str) -> str:
@@ -74,6 +73,12 @@ def build_pool(**overrides) -> datasets.DatasetDict:
         "validation": to_dataset(pool.make_clean_records("val", p["n_val"], seed=p["seed"])),
         "test": to_dataset(pool.make_clean_records("test", p["n_test"], seed=p["seed"])),
     })
+
+
+def config_pool(config: dict, **changes) -> datasets.DatasetDict:
+    """The pool a config (or notebook parameters) names through its `ost.runs.settings.Pool` keys, built
+    once and loaded; `changes` override single fields (`pool_seed=1`)."""
+    return load_pool(make_pool(**settings.Pool.from_params({**config, **changes}).pool_params()))
 
 
 def make_pool(out_dir=None, overwrite=False, **overrides) -> Path:

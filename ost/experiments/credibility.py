@@ -14,6 +14,7 @@ Full-SFT again, same seeds and recipe, from a base built with 2 threads (its own
 """
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -22,15 +23,16 @@ import yaml
 from ost import runs
 from ost.data import schema
 from ost.experiments import sft_grid
+from ost.method import select
 from ost.models import base
 from ost.report import analysis
 from ost.report.metrics import mean_ci
 from ost.runs import paths
+from ost.runs.settings import SFT
 
 GOALS = dict(full_ci95=0.03, noise_gap=0.08, reproduce_seconds=3600)
 # besides Full-SFT, (c) retrains this cell on the rebuilt base: does a paired difference survive what moves a mean?
 PAIRED_CELL = ("ost@0.5", "same_epochs")
-SFT_KEYS = dict(sft_epochs=6, sft_lr=1e-3, batch_size=32, seeds=[0, 1, 2], workers=2, target="target")
 
 
 def from_runs(sft: pd.DataFrame) -> dict:
@@ -55,20 +57,19 @@ def rebuilt_base(config: dict, reference: dict, sft=None, threads: int = 2, prog
     """(c): Full-SFT per seed from a target base built with `threads` threads, against `reference`
     (`from_runs` of the one-thread base's runs); and, where `sft` (the run table) has PAIRED_CELL, that
     cell's paired difference against Full-SFT on both bases."""
-    cfg = {**SFT_KEYS, **{k: v for k, v in config.items() if k in SFT_KEYS}}
-    dd = schema.load_pool(schema.make_pool(**{k: v for k, v in config.items() if k in schema.POOL_DEFAULTS}))
-    base.load_base(cfg["target"], progress=progress, threads=threads)
-    folder = base.base_dir(cfg["target"], threads)
+    sft_settings = SFT.from_params(config)
+    dd = schema.config_pool(config)
+    base.load_base(sft_settings.target, progress=progress, threads=threads)
+    folder = base.base_dir(sft_settings.target, threads)
     member = pd.DataFrame(index=pd.Index(dd["pool"]["id"], name="id"))
     grid = {}
     if sft is not None and ((sft["subset"] == PAIRED_CELL[0]) & (sft["protocol"] == PAIRED_CELL[1])).any():
-        subsets = pd.read_parquet(runs.need(config.get("run", "main"), "subsets.parquet"))
+        subsets = select.read_subsets(runs.need(config.get("run", "main"), "subsets.parquet"), dd["pool"]["id"])
         member, grid = subsets[[PAIRED_CELL[0]]], {PAIRED_CELL[1]: [PAIRED_CELL[0]]}
     log = paths.DATA / "runs" / config.get("run", "main") / f"credibility_{threads}threads.jsonl"
     log.parent.mkdir(parents=True, exist_ok=True)
-    rows = sft_grid.train_subsets(dd, member, log, grid=grid, target=str(folder), seeds=cfg["seeds"],
-                                    epochs=float(cfg["sft_epochs"]), lr=float(cfg["sft_lr"]),
-                                    batch_size=cfg["batch_size"], workers=cfg["workers"], progress=progress)
+    rows = sft_grid.train_subsets(dd, member, log, grid=grid, sft=replace(sft_settings, target=str(folder)),
+                                  workers=config.get("workers", 2), progress=progress)
     acc = [r["accuracy"] for r in rows if r["subset"] == "full"]
     mean, half = mean_ci(acc)
     moved = mean - reference["full_mean"]

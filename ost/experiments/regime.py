@@ -155,7 +155,7 @@ def main(argv=None):
     if args.config is None:
         parser.error("--config is needed to measure (only --readme renders an existing report)")
     config = yaml.safe_load(args.config.read_text()) or {}
-    dd = schema.load_pool(schema.make_pool(**{k: v for k, v in config.items() if k in schema.POOL_DEFAULTS}))
+    dd = schema.config_pool(config)
     report = measure(dd, **{k: getattr(args, k) for k in CURVE})
     runs.replace_text(args.out, json.dumps(report, indent=1))
     figure(report, args.out.parent / "figures" / f"{args.out.stem}.png")

@@ -22,6 +22,7 @@ import torch
 from ost import runs
 from ost.data import pool
 from ost.models import base, train
+from ost.runs.settings import SFT
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -90,19 +91,20 @@ def _run_one(pool_ds, test_ds, chosen, *, column, protocol, seed, target, epochs
             "toxic_share": float(np.isin(subset["noise"], pool.TOXIC).mean()), "settings": settings}
 
 
-def train_subsets(dd, member, out, *, grid, target="target", seeds=(0,), epochs=6.0, lr=1e-3, batch_size=32,
-                  workers=1, progress=True) -> list:
-    """Fine-tune `target` on the full pool and on each column of `member` (booleans over pool ids) that
+def train_subsets(dd, member, out, *, grid, sft: SFT = SFT(), workers=1, progress=True) -> list:
+    """Fine-tune `sft.target` on the full pool and on each column of `member` (booleans over pool ids) that
     `grid` ({protocol: [columns]}) names for a protocol, evaluate on the clean test split, and return one
-    row per run in plan order (each also appended to `out`, the JSON-lines progress log, as it finishes;
-    `write_runs` saves the returned rows). A seed gives every method of the table the same shuffling
-    stream, so differences are paired.
+    row per run in plan order, once per seed of `sft.sft_seeds` (each also appended to `out`, the JSON-lines
+    progress log, as it finishes; `write_runs` saves the returned rows). A seed gives every method of the
+    table the same shuffling stream, so differences are paired.
 
     `workers` > 1 trains that many runs at once in separate processes of one thread each: a model this
     small keeps one core busy but gains little from a second thread, so on a 2-core machine two runs at
     a time nearly halve the wall time. Each run is seeded; its numbers do not depend on `workers`
     beyond float reassociation across thread counts."""
     out = Path(out)
+    target, epochs, lr, batch_size, seeds = sft.target, sft.sft_epochs, sft.sft_lr, sft.sft_batch_size, sft.sft_seeds
+    # the log's key names predate `SFT`; kept, so the runs already logged are still reused
     settings = dict(target=target, epochs=epochs, lr=lr, batch_size=batch_size, n_pool=len(dd["pool"]))
     ids = list(dd["pool"]["id"])
     if member.index.tolist() != ids:

@@ -7,6 +7,8 @@ warm-up slice, score samples with a one-step utility):
 * sensitivity: how much of the top-20 % survives another proxy size, warm-up length or step size?
   (|A ∩ B| / |A| of the top-20 % sets, on the same samples).
 """
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import torch
@@ -15,6 +17,7 @@ from ost import runs
 from ost.method import score, select
 from ost.method.step import DEFAULT
 from ost.models import base, presets, train
+from ost.runs.settings import Warmup
 
 
 def warm_rows(n_pool: int, fraction: float, seed: int) -> list:
@@ -22,31 +25,32 @@ def warm_rows(n_pool: int, fraction: float, seed: int) -> list:
     return sorted(np.random.default_rng(seed).permutation(n_pool)[:round(fraction * n_pool)].tolist())
 
 
-def warm(dd, model_name, warm_ids, *, epochs, lr, batch_size=32, seed=0, progress=False):
-    """(model, tokenizer, processor, sft log) of `model_name` fine-tuned on the warm-up ids."""
+def warm(dd, warm_up: Warmup, warm_ids, progress=False):
+    """(model, tokenizer, processor, sft log) of `warm_up.proxy` fine-tuned on the warm-up ids as `warm_up` says
+    (its fraction is already in `warm_ids`)."""
     where = {i: n for n, i in enumerate(dd["pool"]["id"])}
     missing = [i for i in warm_ids if i not in where]
     if missing:
         raise KeyError(f"{len(missing)} warm-up ids are not in the pool, e.g. {missing[:3]}")
-    model, tok, proc = base.load_model(model_name, progress=progress)
-    log = train.sft(model, tok, proc, dd["pool"].select(sorted(where[i] for i in warm_ids)), epochs=epochs,
-                    lr=lr, batch_size=batch_size, seed=seed, progress=progress)
+    model, tok, proc = base.load_model(warm_up.proxy, progress=progress)
+    log = train.sft(model, tok, proc, dd["pool"].select(sorted(where[i] for i in warm_ids)), **warm_up.sft_kwargs(),
+                    progress=progress)
     return model, tok, proc, log
 
 
-def score_setting(dd, *, model, rows, step=DEFAULT, warm_up=None, adam_state=None, threads=1) -> pd.Series:
+def score_setting(dd, *, rows, step=DEFAULT, model=None, warm_up: Warmup = None, warm_ids=(), adam_state=None,
+                  threads=1) -> pd.Series:
     """One setting's utilities of the pool rows `rows` under `step` (an `ost.Step`), on `threads` threads.
 
-    With `warm_up` (warm_ids, epochs, lr, batch_size, seed) the model is first fine-tuned on the warm-up
-    slice, whose Adam state a step that continues the warm-up starts from; without it, `model` is loaded
-    as saved (notebook 01's proxy), with the optimizer state saved in the file `adam_state`.
+    With `warm_up` (a `Warmup`) its proxy is first fine-tuned on `warm_ids`, and a step that continues the
+    warm-up starts from that Adam state; without it, `model` is loaded as saved (notebook 01's proxy), with
+    the optimizer state saved in the file `adam_state`.
     """
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         if warm_up is not None:
-            args = dict(warm_up)
-            m, tok, proc, log = warm(dd, model, args.pop("warm_ids"), **args)
+            m, tok, proc, log = warm(dd, warm_up, warm_ids)
             state = log["adam_state"]
         else:
             m, tok, proc = base.load_model(model, progress=False)
@@ -64,12 +68,45 @@ def score_settings(dd, settings: dict, workers: int = 1, progress: bool = True) 
     this small gains nothing from a second thread (the proxy's exact step: 0.27 s a sample on one thread,
     0.33 s on two), so two processes score two settings in the time of one.
     """
-    # once, not per worker
-    base.build_bases(sorted({s["model"] for s in settings.values() if s["model"] in presets.PRESETS}))
+    models = {s["warm_up"].proxy if s.get("warm_up") else s["model"] for s in settings.values()}
+    base.build_bases(sorted(m for m in models if m in presets.PRESETS))     # once, not per worker
     order = sorted(settings, key=lambda name: settings[name].get("step", DEFAULT).method != "exact")   # long jobs first
     jobs = {name: ((dd,), settings[name]) for name in order}
     out = dict(runs.as_done(score_setting, jobs, workers, "settings", progress))
     return {name: out[name] for name in settings}
+
+
+def settings_grid(warm_up: Warmup, warm_ids, step, *, proxy, adam_state, target, transfer_rows, sensitivity_rows,
+                  proxy_sizes=(), warmup_epochs_grid=(), step_lrs=()) -> dict:
+    """Notebook 06's settings, each a `score_setting` keyword set: the transfer pair (the target warmed as the
+    proxy was, and the saved `proxy`, both scored exactly on `transfer_rows`), then one change at a time from
+    the default on `sensitivity_rows` — another proxy size, warm-up length or step lr. A value equal to the
+    default is skipped (it would only rescore the default)."""
+    saved = dict(model=str(proxy), adam_state=str(adam_state))
+    exact = step.with_(method="exact")
+    grid = {"transfer: target, exact": dict(warm_up=replace(warm_up, proxy=target), warm_ids=warm_ids,
+                                            rows=transfer_rows, step=exact),
+            "transfer: proxy, exact": dict(**saved, rows=transfer_rows, step=exact)}
+    for size in proxy_sizes:
+        if size != warm_up.proxy:
+            grid[f"proxy={size}"] = dict(warm_up=replace(warm_up, proxy=size), warm_ids=warm_ids,
+                                         rows=sensitivity_rows, step=step)
+    for epochs in warmup_epochs_grid:
+        if epochs != warm_up.warmup_epochs:
+            grid[f"warmup_epochs={epochs:g}"] = dict(warm_up=replace(warm_up, warmup_epochs=float(epochs)),
+                                                     warm_ids=warm_ids, rows=sensitivity_rows, step=step)
+    for lr in step_lrs:
+        if lr != step.lr:
+            grid[f"step_lr={lr:g}"] = dict(**saved, rows=sensitivity_rows, step=exact.with_(lr=lr))
+    return grid
+
+
+def describe(settings: dict) -> pd.DataFrame:
+    """One row per setting: what it warms (or that it uses notebook 01's saved proxy), its step, its samples."""
+    return pd.DataFrame({name: {"model": s["warm_up"].proxy if s.get("warm_up") else "notebook 01's proxy",
+                                "warm-up epochs": s["warm_up"].warmup_epochs if s.get("warm_up") else "as saved",
+                                "step": s["step"].label, "samples": len(s["rows"])}
+                         for name, s in settings.items()}).T
 
 
 def top_overlap(reference: pd.Series, other: pd.Series, fraction: float = 0.2) -> float:

@@ -27,6 +27,7 @@ from ost.method import score
 from ost.method.step import DEFAULT
 from ost.models import train
 from ost.report import metrics, plots
+from ost.runs.settings import Warmup
 
 CURVE = dict(proxy="proxy", fractions=[0.2, 0.5, 1.0], epochs=[3.0, 6.0, 12.0], lr=2.0e-3, step_lr=1.0e-4,
              n_score=1000, seed=0, workers=2)
@@ -38,7 +39,8 @@ def point(dd, score_rows, *, proxy, fraction, epochs, lr, step_lr, seed, threads
         torch.set_num_threads(threads)
     rows = transfer.warm_rows(len(dd["pool"]), fraction, seed)
     warm_ids = dd["pool"].select(rows)["id"]
-    model, tok, proc, log = transfer.warm(dd, proxy, warm_ids, epochs=epochs, lr=lr, seed=seed)
+    warm_up = Warmup(proxy=proxy, warmup_fraction=fraction, warmup_epochs=epochs, warmup_lr=lr, warmup_seed=seed)
+    model, tok, proc, log = transfer.warm(dd, warm_up, warm_ids)
     ev = train.evaluate(model, tok, proc, dd["validation"])
     samples = dd["pool"].select(score_rows)
     step = DEFAULT.with_(lr=step_lr)
@@ -118,7 +120,7 @@ def main(argv=None):
                             default=value)
     args = parser.parse_args(argv)
     config = yaml.safe_load(args.config.read_text()) or {}
-    dd = schema.load_pool(schema.make_pool(**{k: v for k, v in config.items() if k in schema.POOL_DEFAULTS}))
+    dd = schema.config_pool(config)
     report = measure(dd, **{k: getattr(args, k) for k in CURVE})
     runs.replace_text(args.out, json.dumps(report, indent=1))
     figure(report, args.out.parent / "figures" / f"{args.out.stem}.png")

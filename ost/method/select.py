@@ -110,6 +110,16 @@ def coverage_top_fraction(scores: pd.Series, clusters: pd.Series, fraction: floa
     return sorted(chosen, key=lambda i: (-ranked[i], str(i)))
 
 
+def label_clusters(labels: pd.DataFrame, coverage: str) -> pd.Series:
+    """Clusters named by label columns: "task" → one per task, "task,difficulty" → one per pair ("sum/2")."""
+    columns = [c.strip() for c in coverage.split(",")]
+    unknown = set(columns) - set(labels.columns)
+    if unknown:
+        raise ValueError(f"coverage names unknown column(s) {sorted(unknown)}; use {sorted(labels.columns)} "
+                         "or 'embedding'")
+    return labels[columns].astype(str).agg("/".join, axis=1)
+
+
 def clusters(vectors, ids, k: int = 16, seed: int = 0) -> pd.Series:
     """k-means cluster of each sample's embedding (e.g. `train.embeddings` of the proxy), indexed by id:
     the regions `coverage_top_fraction` keeps when the pool has no label column to stratify by."""
@@ -136,3 +146,15 @@ def membership(subsets: dict, ids) -> pd.DataFrame:
 
 def subset_name(method: str, fraction: float) -> str:
     return f"{method}@{fraction:g}"
+
+
+def read_subsets(path, ids=None) -> pd.DataFrame:
+    """subsets.parquet (notebooks 03 and 04): one boolean column per subset over the pool's ids; with `ids`,
+    checked to list exactly those ids in that order (a subset table of another pool is refused)."""
+    member = pd.read_parquet(path)
+    not_bool = [c for c in member.columns if member[c].dtype != bool]
+    if not_bool:
+        raise ValueError(f"{path}: column(s) {not_bool} are not booleans: not a subset table")
+    if ids is not None and member.index.tolist() != list(ids):
+        raise ValueError(f"{path} does not list the pool's ids in order: rerun notebook 03 for this pool")
+    return member
