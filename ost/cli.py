@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import datasets
@@ -105,27 +106,24 @@ def _prepared(out: Path) -> datasets.DatasetDict:
     return datasets.load_from_disk(str(out / "prepared"))
 
 
-def warmup(out, *, proxy=WARMUP.proxy, warmup_fraction=WARMUP.warmup_fraction, warmup_epochs=WARMUP.warmup_epochs,
-           warmup_lr=WARMUP.warmup_lr, batch_size=WARMUP.warmup_batch_size, seed=WARMUP.warmup_seed) -> dict:
-    """Warm the proxy on DATA's usable records (a seeded `warmup_fraction` of them); DIR/proxy + Adam state."""
+def warmup(out, warm_up: Warmup = WARMUP) -> dict:
+    """Warm the proxy on DATA's usable records (a seeded `warmup_fraction` of them), as notebook 01 warms it
+    (`ost.runs.settings.Warmup`); DIR/proxy + Adam state."""
     out = Path(out)
-    settings = dict(proxy=proxy, warmup_fraction=warmup_fraction, warmup_epochs=warmup_epochs,
-                    warmup_lr=warmup_lr, batch_size=batch_size, seed=seed,
-                    prepared=_settings(out / "prepare.json").get("settings"))
+    settings = dict(warm_up.as_dict(), prepared=_settings(out / "prepare.json").get("settings"))
     if _done(out, "warmup", settings):
         return _settings(out / "warmup.json")
     dd = _prepared(out)
     ok = [i for i, s in enumerate(dd["pool"]["status"]) if s == "ok"]
-    rows = [ok[i] for i in transfer.warm_rows(len(ok), warmup_fraction, seed)]    # notebook 01's slice rule
+    rows = [ok[i] for i in transfer.warm_rows(len(ok), warm_up.warmup_fraction, warm_up.warmup_seed)]  # notebook 01's
     start = time.perf_counter()
     try:
-        model, tok, proc = base.load_model(proxy)
+        model, tok, proc = base.load_model(warm_up.proxy)
     except OSError as err:
         hint = " (the hub is off: HF_HUB_OFFLINE=1; pass a local checkpoint folder)" if os.environ.get(
             "HF_HUB_OFFLINE") == "1" else ""
-        raise OSError(f"cannot load the proxy {proxy!r}{hint}: {err}") from None
-    log = train.sft(model, tok, proc, dd["pool"].select(rows), epochs=warmup_epochs,
-                    lr=warmup_lr, batch_size=batch_size, seed=seed, progress=True)
+        raise OSError(f"cannot load the proxy {warm_up.proxy!r}{hint}: {err}") from None
+    log = train.sft(model, tok, proc, dd["pool"].select(rows), **warm_up.sft_kwargs(), progress=True)
     val = dd["validation"].filter(lambda f: bool(f), input_columns="final")
     ev = train.evaluate(model, tok, proc, val) if len(val) else None
     presets.save(out / "proxy", model, tok, proc)
@@ -254,8 +252,8 @@ def main(argv=None):
         prepare(args.data, out, val=args.val, val_fraction=args.val_fraction, final_pattern=args.final_pattern,
                 columns=dict(c.split("=") for c in args.columns) or None, seed=args.seed)
     if args.command in ("run", "warmup"):
-        warmup(out, proxy=args.proxy, warmup_fraction=args.warmup_fraction, warmup_epochs=args.warmup_epochs,
-               seed=args.seed)
+        warmup(out, replace(WARMUP, proxy=args.proxy, warmup_fraction=args.warmup_fraction,
+                            warmup_epochs=args.warmup_epochs, warmup_seed=args.seed))
     if args.command in ("run", "score"):
         score_stage(out, part_size=args.part_size, max_length=args.max_length)
         print(validate.format_report(validate.report(score.read_scores(out / "scores.parquet"))))
