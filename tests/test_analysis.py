@@ -107,6 +107,8 @@ def test_summary_rows_and_readme_block(tmp_path):
     assert "**88 % less** time (10 s vs 80 s; paper: 17 % less)" in block
     assert "| ost | 0.70 | 0.99 |" in block and "Spearman **0.31**" in block
     assert readme.read_text().count("<!-- table:start -->") == 1 and block in readme.read_text()
+    slower = {**full, "cost": {**full["cost"], "pipeline_seconds_ost50": 84.0}}
+    assert "**5 % more** time (84 s vs 80 s" in analysis.readme_block(slower)       # a loss reads as one
     readme.write_text("no block")
     with pytest.raises(ValueError, match="block"):
         analysis.render_readme(tmp_path / "summary.json", readme)

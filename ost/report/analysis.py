@@ -213,7 +213,7 @@ def readme_block(summary: dict) -> str:
         parts.append(f"Training cost of the OST top-50 % (same epochs) against Full-SFT: "
                      f"**{100 * cost['training_cost_reduction_top50']:.0f} % less** (paper: "
                      f"{100 * PAPER_COST['training_cost_reduction_top50']:.0f} %). Whole pipeline (scoring + "
-                     f"training the top-50 %), OST against LLM-as-a-Judge: **{100 * saving:.0f} % "
+                     f"training the top-50 %), OST against LLM-as-a-Judge: **{100 * abs(saving):.0f} % "
                      f"{'less' if saving >= 0 else 'more'}** time ({cost['pipeline_seconds_ost50']:.0f} s vs "
                      f"{cost['pipeline_seconds_judge50']:.0f} s; paper: "
                      f"{100 * PAPER_COST['ost_time_saving_vs_judge']:.0f} % less).")
