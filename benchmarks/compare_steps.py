@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from bench_utility import POOL  # the 6,300-sample pool docs/history.md's step choice was measured on
 from scipy.stats import spearmanr
 from sklearn.metrics import roc_auc_score
 
@@ -29,7 +30,6 @@ from ost.models import base, collate, train
 from ost.runs import paths
 from ost.runs.settings import SFT, Warmup
 
-POOL = dict(n_groups=3000, n_test=400)   # the pool docs/history.md's step choice was measured on (6,300 samples)
 VARIANTS = {
     "first_order_sgd_1e-3": Step(optimizer="sgd", lr=1e-3),
     "first_order_adam_warmup_1e-4": Step(optimizer="adam", lr=1e-4),

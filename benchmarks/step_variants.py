@@ -175,8 +175,7 @@ def main(argv=None):
     dd = schema.load_pool(schema.make_pool(**pool_cfg))
     torch.manual_seed(args.seed)
     warm_up = Warmup(warmup_fraction=args.fraction, warmup_epochs=args.epochs, warmup_lr=args.lr, warmup_seed=args.seed)
-    warm_ids = dd["pool"].select(transfer.warm_rows(len(dd["pool"]), args.fraction, args.seed))["id"]
-    model, tok, proc, log = transfer.warm(dd, warm_up, warm_ids)
+    model, tok, proc, log = transfer.warm(dd, warm_up)
     val_acc = train.evaluate(model, tok, proc, dd["validation"])["accuracy"]
     rows = transfer.sample_rows(len(dd["pool"]), min(args.n_score, len(dd["pool"])), args.seed)
     scored = dd["pool"].select(rows)

@@ -25,16 +25,19 @@ def warm_rows(n_pool: int, fraction: float, seed: int) -> list:
     return sorted(np.random.default_rng(seed).permutation(n_pool)[:round(fraction * n_pool)].tolist())
 
 
-def warm(dd, warm_up: Warmup, warm_ids, progress=False):
-    """(model, tokenizer, processor, sft log) of `warm_up.proxy` fine-tuned on the warm-up ids as `warm_up` says
-    (its fraction is already in `warm_ids`)."""
-    where = {i: n for n, i in enumerate(dd["pool"]["id"])}
-    missing = [i for i in warm_ids if i not in where]
-    if missing:
-        raise KeyError(f"{len(missing)} warm-up ids are not in the pool, e.g. {missing[:3]}")
+def warm(dd, warm_up: Warmup, warm_ids=None, progress=False):
+    """(model, tokenizer, processor, sft log) of `warm_up.proxy` fine-tuned as `warm_up` says: on `warm_ids`
+    (a slice recorded elsewhere, e.g. notebook 01's) or, without them, on the warm-up's own slice (`warm_rows`)."""
+    if warm_ids is None:
+        rows = warm_rows(len(dd["pool"]), warm_up.warmup_fraction, warm_up.warmup_seed)
+    else:
+        where = {i: n for n, i in enumerate(dd["pool"]["id"])}
+        missing = [i for i in warm_ids if i not in where]
+        if missing:
+            raise KeyError(f"{len(missing)} warm-up ids are not in the pool, e.g. {missing[:3]}")
+        rows = sorted(where[i] for i in warm_ids)
     model, tok, proc = base.load_model(warm_up.proxy, progress=progress)
-    log = train.sft(model, tok, proc, dd["pool"].select(sorted(where[i] for i in warm_ids)), **warm_up.sft_kwargs(),
-                    progress=progress)
+    log = train.sft(model, tok, proc, dd["pool"].select(rows), **warm_up.sft_kwargs(), progress=progress)
     return model, tok, proc, log
 
 

@@ -37,10 +37,9 @@ def point(dd, score_rows, *, proxy, fraction, epochs, lr, step_lr, seed, threads
     """One warm-up length: warm, evaluate on validation, score `score_rows` of the pool."""
     if threads:
         torch.set_num_threads(threads)
-    rows = transfer.warm_rows(len(dd["pool"]), fraction, seed)
-    warm_ids = dd["pool"].select(rows)["id"]
     warm_up = Warmup(proxy=proxy, warmup_fraction=fraction, warmup_epochs=epochs, warmup_lr=lr, warmup_seed=seed)
-    model, tok, proc, log = transfer.warm(dd, warm_up, warm_ids)
+    model, tok, proc, log = transfer.warm(dd, warm_up)
+    rows = transfer.warm_rows(len(dd["pool"]), fraction, seed)          # the slice it warmed on, for the report
     ev = train.evaluate(model, tok, proc, dd["validation"])
     samples = dd["pool"].select(score_rows)
     step = DEFAULT.with_(lr=step_lr)
