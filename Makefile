@@ -16,7 +16,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 BASES := proxy target
 NOTEBOOKS := $(notdir $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb)))
 
-.PHONY: help venv lint test reproduce readme regime warmup-curve step-variants credibility bench lab clean-quick
+.PHONY: help venv lint test reproduce readme regime warmup-curve step-variants credibility bench bench-sft lab clean-quick
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -82,6 +82,10 @@ credibility: venv ## after reproduce: can the table decide? seed CI, noise gap, 
 
 bench: venv ## scoring cost vs one epoch, exact, naive loop, memory in N -> results/bench/scoring.json (~15 min; BENCH_ARGS=--quick: ~4)
 	$(PY) benchmarks/bench_utility.py $(BENCH_ARGS)
+
+bench-sft: venv ## one target SFT run, the loop before and after its speed-ups, side by side: s/step, s/run, ratio, profile -> results/bench/sft.json (~13 min; BENCH_ARGS=--quick: ~3)
+	$(PY) -m ost.models.base target
+	OMP_NUM_THREADS=1 $(PY) benchmarks/bench_sft.py $(BENCH_ARGS)
 
 lab: venv ## open the notebooks in JupyterLab
 	$(VENV)/bin/jupyter lab notebooks

@@ -1,4 +1,5 @@
 import torch
+from conftest import TINY
 from PIL import Image
 
 from ost.models import collate, presets
@@ -98,6 +99,21 @@ def test_samples_encoded_one_by_one_pad_to_the_same_batch(tokenizer, processor, 
     assert padded.keys() == whole.keys()
     assert all(torch.equal(padded[k], whole[k]) for k in whole)
     assert cached[2] is rows[2]                                   # kept, not encoded again
+
+
+def test_filled_in_chunks_the_rows_are_those_encoded_one_by_one(tokenizer, processor, records):
+    """`fill` encodes many samples at once and runs the frozen tower once per chunk: the same ids and labels,
+    and the tower's output for each image within float rounding of running it on that image alone."""
+    col = collate.Collator(tokenizer, processor)
+    tower = presets.build(TINY, tokenizer).model.visual
+    samples = records[:5] + [{"question": "What is 3 + 4?", "answer": "3 + 4 = 7.", "image": None}]
+    one = [collate.EncodedDataset(samples, col, vision=tower)[i] for i in range(len(samples))]
+    many = collate.EncodedDataset(samples, col, vision=tower).fill(chunk=4).rows()
+    for a, b in zip(one, many):
+        assert a.keys() == b.keys() and a["input_ids"] == b["input_ids"] and a["labels"] == b["labels"]
+        if "pixel_values" in a:
+            assert a["pixel_values"].shape[1] == 32
+            assert torch.allclose(a["pixel_values"], b["pixel_values"], atol=1e-5)
 
 
 def test_encoded_dataset_keeps_no_more_than_its_byte_budget(tokenizer, processor, records):

@@ -119,9 +119,40 @@ def test_sft_on_cached_encodings_trains_the_same_model(tokenizer, processor, tin
     pad = collate.Collator.pad
     monkeypatch.setattr(collate.Collator, "pad", lambda self, rows: pad(self, self.encode(rows)
                                                                        if "question" in rows[0] else rows))
-    monkeypatch.setattr(train, "EncodedDataset", lambda dataset, collator, **kw: dataset)
+    monkeypatch.setattr(train, "EncodedDataset", lambda dataset, collator, **kw: type("Raw", (), {
+        "fill": lambda self: dataset})())
     plain = run()
     assert all(torch.equal(a, b) for a, b in zip(cached.parameters(), plain.parameters()))
+
+
+def test_sft_on_rows_encoded_before_trains_the_same_model(tokenizer, processor, tiny_data):
+    """A grid encodes its pool once (`train.encode`) and hands each run its rows: the same model to the bit
+    as a run that encodes its own samples."""
+    def run(encoded=None):
+        model = presets.build(TINY, tokenizer, seed=0)
+        train.sft(model, tokenizer, processor, tiny_data, epochs=2, batch_size=8, lr=1e-2, seed=3, progress=False,
+                  encoded=encoded)
+        return model
+    rows = train.encode(presets.build(TINY, tokenizer, seed=0), tokenizer, processor, tiny_data)
+    assert all(torch.equal(a, b) for a, b in zip(run().parameters(), run(rows).parameters()))
+    with pytest.raises(ValueError, match="encoded rows"):
+        run(rows[:-1])
+
+
+def test_answer_only_loss_is_the_models_own_loss(tokenizer, processor, tiny_data):
+    """AnswerLossTrainer projects only the positions that predict an answer token: the loss and gradient
+    of the model's own loss over every position, which ignores the rest."""
+    model = presets.build(TINY, tokenizer, seed=0)
+    batch = collate.Collator(tokenizer, processor)(list(tiny_data.select(range(6))))
+    n = (batch["labels"][:, 1:] != collate.IGNORE).sum()
+    own = model(**batch, num_items_in_batch=n).loss
+    own_grads = torch.autograd.grad(own, [p for p in model.parameters() if p.requires_grad], allow_unused=True)
+    trainer = object.__new__(train.AnswerLossTrainer)
+    mine = trainer.compute_loss(model, batch, num_items_in_batch=n)
+    mine_grads = torch.autograd.grad(mine, [p for p in model.parameters() if p.requires_grad], allow_unused=True)
+    assert torch.allclose(own, mine, rtol=1e-5)
+    assert all((a is None and b is None) or torch.allclose(a, b, rtol=1e-4, atol=1e-7)
+               for a, b in zip(own_grads, mine_grads))
 
 
 def test_sft_from_cached_vision_features_trains_the_same_model(tokenizer, processor, tiny_data):
@@ -142,3 +173,29 @@ def test_sft_from_cached_vision_features_trains_the_same_model(tokenizer, proces
                if ".merger." in n)
     bitwise = all(torch.equal(a, b) for a, b in zip(cached.parameters(), plain.parameters()))
     print("bit-identical" if bitwise else "within rounding")
+
+
+def test_mlp_on_real_tokens_only_changes_no_loss_and_no_gradient(tokenizer, processor, tiny_data):
+    """Skipping the decoder MLP at padding positions (`train.real_tokens_only`) leaves the loss and every
+    gradient as they were, and the model's own forward comes back afterwards."""
+    model = presets.build(dict(TINY, layers=2), tokenizer, seed=0)
+    batch = collate.Collator(tokenizer, processor)(list(tiny_data.select(range(8))))
+    assert not batch["attention_mask"].bool().all()                 # the batch has padding to skip
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def loss_and_grads():
+        loss = model(**batch).loss
+        return loss, torch.autograd.grad(loss, params, allow_unused=True)
+
+    plain, plain_grads = loss_and_grads()
+    rows = []
+    hook = model.model.language_model.layers[0].mlp.gate_proj.register_forward_hook(
+        lambda m, args, out: rows.append(args[0].shape[:-1].numel()))
+    with train.real_tokens_only(model):
+        real, real_grads = loss_and_grads()
+    hook.remove()
+    assert rows == [int(batch["attention_mask"].sum())]              # the MLP saw the real tokens alone
+    assert torch.allclose(plain, real, rtol=1e-6)
+    assert all((a is None and b is None) or torch.allclose(a, b, rtol=1e-4, atol=1e-7)
+               for a, b in zip(plain_grads, real_grads))
+    assert all("forward" not in vars(layer.mlp) for layer in model.model.language_model.layers)

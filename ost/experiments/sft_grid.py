@@ -10,9 +10,11 @@ Each finished run is appended to a JSON-lines progress log at once, so an interr
 where it stopped. A logged run is reused only when its settings and the exact ids it trained on (a
 sha256 of them) match; a subset that changed, under the same name, is trained again.
 """
+import functools
 import hashlib
 import json
 import math
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -74,15 +76,23 @@ def subset_sha(ids) -> str:
     return hashlib.sha256("\n".join(map(str, ids)).encode()).hexdigest()[:16]
 
 
+@functools.lru_cache(maxsize=1)
+def _encoded_pool(path) -> list:
+    """The pool's rows as `train.encode` made them for the target, read once per worker process."""
+    return torch.load(path, weights_only=True)
+
+
 def _run_one(pool_ds, test_ds, chosen, *, column, protocol, seed, target, epochs, lr, batch_size, full_steps,
-             settings, sha, threads=None) -> dict:
-    """One SFT run and its test score. Runs in a worker process too, so it takes plain arguments."""
+             settings, sha, threads=None, encoded=None) -> dict:
+    """One SFT run and its test score. Runs in a worker process too, so it takes plain arguments; `encoded` is
+    the file of the pool's rows encoded once for the whole grid."""
     if threads:
         torch.set_num_threads(threads)
     subset = pool_ds.select(chosen)
     model, tok, proc = base.load_model(target, progress=False)
+    rows = [_encoded_pool(str(encoded))[i] for i in chosen] if encoded else None
     log = train.sft(model, tok, proc, subset, epochs=epochs, lr=lr, batch_size=batch_size, seed=seed,
-                    progress=False, max_steps=full_steps if protocol == "fixed_compute" else -1)
+                    progress=False, max_steps=full_steps if protocol == "fixed_compute" else -1, encoded=rows)
     ev = train.evaluate(model, tok, proc, test_ds)
     method, fraction = split_name(column)
     return {"method": method, "fraction": fraction, "protocol": protocol, "seed": seed, "subset": column,
@@ -101,7 +111,8 @@ def train_subsets(dd, member, out, *, grid, sft: SFT = SFT(), workers=1, progres
     `workers` > 1 trains that many runs at once in separate processes of one thread each: a model this
     small keeps one core busy but gains little from a second thread, so on a 2-core machine two runs at
     a time nearly halve the wall time. Each run is seeded; its numbers do not depend on `workers`
-    beyond float reassociation across thread counts."""
+    beyond float reassociation across thread counts. The pool is encoded for the target once (tokens, labels,
+    each image's frozen-tower output) and every run trains on its rows of that encoding."""
     out = Path(out)
     target, epochs, lr, batch_size, seeds = sft.target, sft.sft_epochs, sft.sft_lr, sft.sft_batch_size, sft.sft_seeds
     # the log's key names predate `SFT`; kept, so the runs already logged are still reused
@@ -132,14 +143,24 @@ def train_subsets(dd, member, out, *, grid, sft: SFT = SFT(), workers=1, progres
         column, protocol, seed = key
         return (dd["pool"], dd["test"], chosen[column]), dict(column=column, protocol=protocol, seed=seed,
                                                               sha=sha[column], threads=1 if workers > 1 else None,
-                                                              **common)
+                                                              encoded=encoded, **common)
 
-    if todo:
-        base.load_model(target, progress=progress)    # a preset's base is built here once, not by each worker
-    for _, row in runs.as_done(_run_one, {key: job(key) for key in todo}, workers, "SFT runs", progress):
-        with out.open("a") as f:
-            f.write(json.dumps(row) + "\n")
-        done[_key(row)] = row
+    with tempfile.TemporaryDirectory() as tmp:
+        encoded = None
+        if todo:
+            model, tok, proc = base.load_model(target, progress=progress)   # a preset's base is built here once
+            encoded = Path(tmp) / "pool_rows.pt"
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)      # the tower's floats as a one-thread run computes them, on any machine
+            try:
+                torch.save(train.encode(model, tok, proc, dd["pool"]), encoded)
+            finally:
+                torch.set_num_threads(threads)
+        for _, row in runs.as_done(_run_one, {key: job(key) for key in todo}, workers, "SFT runs", progress):
+            with out.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            done[_key(row)] = row
+    _encoded_pool.cache_clear()
     return [done[key] for key in plan(grid, seeds)]
 
 

@@ -30,7 +30,7 @@ BASE_RECIPE = dict(vision_images=6000, vision_epochs=3, n_samples=16000, epochs=
 # same Full-SFT run reached 60 % from a one-thread target base, 33.5 % from a two-thread one): each preset is
 # built with a fixed count, whoever builds it first, on any machine. These are the counts results/main used.
 BUILD_THREADS = {"proxy-small": 2, "proxy": 2, "target": 1}
-CACHE_VERSION = 1     # bump when the recipe's code changes what a cached base holds
+CACHE_VERSION = 2     # bump when the recipe's code changes what a cached base holds (2: the faster SFT loop)
 
 
 def _key(payload) -> str:

@@ -96,16 +96,19 @@ class Collator:
 
 
 class EncodedDataset(torch.utils.data.Dataset):
-    """A dataset whose samples are decoded and encoded on first use and kept: an SFT run sees each sample
-    once per epoch (a 20 % subset under fixed compute, ten times), and that work is a tenth of a step here.
-    Pair it with `collator.pad` as the batch collator; the batches are the same tensors as `collator`'s.
-    Only the first `max_bytes` of image patches are kept, so a large real dataset encodes the rest anew.
-    With `vision` (a model's vision tower, frozen), each image's patches are replaced by the tower's output
-    before the merger, which never changes while the tower is frozen (`train.frozen_vision`)."""
+    """A dataset whose samples are decoded and encoded once and kept: an SFT run sees each sample once per
+    epoch (a 20 % subset under fixed compute, ten times). Pair it with `collator.pad` as the batch collator;
+    the batches are the same tensors as `collator`'s. Only the first `max_bytes` of image patches are kept,
+    so a large real dataset encodes the rest anew. With `vision` (a model's vision tower, frozen), each
+    image's patches are replaced by the tower's output before the merger, which never changes while the
+    tower is frozen (`train.frozen_vision`). `rows` are samples encoded earlier (`rows()` of another
+    EncodedDataset over the same samples and tower): a grid of runs encodes its pool once, not once per run."""
 
-    def __init__(self, dataset, collator: Collator, max_bytes: int = 2 * 2**30, vision=None):
-        self.dataset, self.collator, self.cache = dataset, collator, {}
-        self.room, self.vision = max_bytes, vision
+    def __init__(self, dataset, collator: Collator, max_bytes: int = 2 * 2**30, vision=None, rows=None):
+        self.dataset, self.collator, self.vision = dataset, collator, vision
+        if rows is not None and len(rows) != len(dataset):
+            raise ValueError(f"{len(rows)} encoded rows for {len(dataset)} samples")
+        self.cache, self.room = dict(enumerate(rows or ())), max_bytes
 
     def __len__(self):
         return len(self.dataset)
@@ -113,13 +116,40 @@ class EncodedDataset(torch.utils.data.Dataset):
     def __getitem__(self, i):
         if i in self.cache:
             return self.cache[i]
-        row = self.collator.encode([self.dataset[i]])[0]
-        if self.vision is not None and "pixel_values" in row:   # the frozen tower's output stands in for pixels
-            row["pixel_values"] = vision_features(self.vision, row["pixel_values"], row["image_grid_thw"])
+        row = self._encode([i])[0]
+        self._keep(i, row)
+        return row
+
+    def fill(self, chunk: int = 256) -> "EncodedDataset":
+        """Encode every sample not yet kept, `chunk` at a time with one tower call per chunk (per-image calls
+        cost a tenth of a training step each), until the byte budget is spent; the rest stay lazy."""
+        todo = [i for i in range(len(self)) if i not in self.cache]
+        for start in range(0, len(todo), chunk):
+            if self.room <= 0:
+                break
+            part = todo[start:start + chunk]
+            for i, row in zip(part, self._encode(part)):
+                self._keep(i, row)
+        return self
+
+    def rows(self) -> list:
+        """Every sample's encoded row, in order (to hand to the next run over the same samples)."""
+        return [self[i] for i in range(len(self))]
+
+    def _encode(self, indices) -> list:
+        rows = self.collator.encode([self.dataset[i] for i in indices])
+        with_image = [r for r in rows if "pixel_values" in r]
+        if self.vision is not None and with_image:    # the frozen tower's output stands in for pixels
+            features = vision_features(self.vision, torch.cat([r["pixel_values"] for r in with_image]),
+                                       torch.cat([r["image_grid_thw"] for r in with_image]))
+            for r, f in zip(with_image, features.split([len(r["pixel_values"]) for r in with_image])):
+                r["pixel_values"] = f
+        return rows
+
+    def _keep(self, i, row):
         size = row["pixel_values"].nbytes if "pixel_values" in row else 0
         if size <= self.room:
             self.cache[i], self.room = row, self.room - size
-        return row
 
 
 @torch.no_grad()

@@ -9,13 +9,14 @@ from collections import defaultdict
 from contextlib import contextmanager
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from ost.data.answers import find_final
 from ost.data.schema import normalize_final
-from ost.models.collate import Collator, EncodedDataset, per_sample_loss
+from ost.models.collate import IGNORE, Collator, EncodedDataset, per_sample_loss
 
 
 class _History(TrainerCallback):
@@ -25,6 +26,24 @@ class _History(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kw):
         if logs and "loss" in logs:
             self.rows.append({"step": state.global_step, "epoch": state.epoch, "loss": float(logs["loss"])})
+
+
+class AnswerLossTrainer(Trainer):
+    """Trainer whose loss projects onto the vocabulary only the positions that predict an answer token.
+
+    The model's own loss builds logits at every position, prompt and padding included, and the loss then
+    ignores all but the answer's (about a third here): the same sum over the same terms, divided by the same
+    count of answer tokens (`num_items_in_batch`), without the wasted projection and log-softmax.
+    """
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        target = F.pad(inputs.pop("labels"), (0, 1), value=IGNORE)[:, 1:]     # position t predicts token t + 1
+        keep = target != IGNORE
+        outputs = model(**inputs, logits_to_keep=keep)                        # logits of the kept positions only
+        loss = F.cross_entropy(outputs.logits.float(), target[keep], reduction="sum")
+        loss = loss / (num_items_in_batch if num_items_in_batch is not None else keep.sum()).to(loss.device)
+        return (loss, outputs) if return_outputs else loss
 
 
 @contextmanager
@@ -53,6 +72,42 @@ def frozen_vision(model, enabled: bool = True, cached: bool = False):
             p.requires_grad_(True)
 
 
+@contextmanager
+def real_tokens_only(model, enabled: bool = True):
+    """Run each decoder layer's MLP on the batch's real tokens only, for a while.
+
+    A batch is padded to its longest sample (a fifth of its tokens here are padding), and the MLP is most of a
+    layer's matrix work. A padding position is never attended to (it comes after every real token, and the
+    mask hides it) and carries no label, so what the MLP computes there reaches nothing: skipping it leaves
+    every real token's output, the loss and the gradient as they were (within float rounding)."""
+    text = getattr(getattr(model, "model", model), "language_model", None)
+    layers = [layer for layer in getattr(text, "layers", []) if hasattr(layer, "mlp")] if enabled else []
+    mask = {}
+
+    def remember(module, args, kwargs):
+        mask["real"] = kwargs.get("attention_mask")
+
+    def on_real(mlp, x):
+        real = mask.get("real")
+        if real is None or real.dim() != 2 or real.shape != x.shape[:2] or bool(real.all()):
+            return type(mlp).forward(mlp, x)
+        real = real.bool()
+        out = x.new_zeros(x.shape)
+        out[real] = type(mlp).forward(mlp, x[real])
+        return out
+
+    hook = text.register_forward_pre_hook(remember, with_kwargs=True) if layers else None
+    for layer in layers:
+        layer.mlp.forward = lambda x, mlp=layer.mlp: on_real(mlp, x)
+    try:
+        yield
+    finally:
+        if hook is not None:
+            hook.remove()
+        for layer in layers:
+            vars(layer.mlp).pop("forward", None)
+
+
 def vision_tower(model):
     return getattr(getattr(model, "model", model), "visual", None)
 
@@ -73,7 +128,8 @@ def tower_running(model):
 def sft(model, tokenizer, processor, dataset, *, epochs: float = 3, batch_size: int = 32, grad_accum: int = 1,
         lr: float = 1e-3, max_steps: int = -1, warmup_ratio: float = 0.05, weight_decay: float = 0.0,
         seed: int = 0, freeze_vision: bool = True, cache_vision: bool = True, progress: bool = True,
-        group_by_length: bool = False, logging_steps: int = 10, callbacks=()) -> dict:
+        group_by_length: bool = False, logging_steps: int = 10, callbacks=(), encoded=None,
+        optim: str = "adamw_torch_fused", answer_loss: bool = True, real_tokens: bool = True) -> dict:
     """Fine-tune `model` in place on `dataset` (the sample schema); returns loss history and cost.
 
     `max_steps` > 0 overrides `epochs` (the fixed-compute protocol gives every subset the same steps).
@@ -83,6 +139,11 @@ def sft(model, tokenizer, processor, dataset, *, epochs: float = 3, batch_size: 
     `group_by_length` batches samples of similar length (Trainer's LengthGroupedSampler): the step cost is
     its tokens, padding included, so less padding is a cheaper step; the order is still seeded and shuffled.
     `callbacks` are extra `TrainerCallback`s (e.g. `ost.experiments.regime`'s evaluation at chosen epochs).
+    `encoded` are the samples already encoded for this model (`encode`), in `dataset`'s order: a grid of runs
+    over one pool encodes it once. With `answer_loss` the loss projects only answer positions
+    (`AnswerLossTrainer`); `optim` is Trainer's name of the AdamW kernel (the fused one: the same update as the
+    per-parameter loop, in fewer passes); with `real_tokens` the decoder's MLP skips padding (`real_tokens_only`).
+    Each leaves the training as it was, within float rounding; what each saves: `make bench-sft`.
     """
     if len(dataset) == 0:
         raise ValueError("cannot fine-tune on an empty dataset")
@@ -94,22 +155,30 @@ def sft(model, tokenizer, processor, dataset, *, epochs: float = 3, batch_size: 
             warmup_steps=warmup_ratio, weight_decay=weight_decay, seed=seed, data_seed=seed,
             logging_steps=logging_steps, save_strategy="no", report_to="none", remove_unused_columns=False,
             disable_tqdm=not progress, dataloader_num_workers=0, dataloader_pin_memory=False,
-            optim="adamw_torch", train_sampling_strategy="group_by_length" if group_by_length else "random")
+            optim=optim, train_sampling_strategy="group_by_length" if group_by_length else "random")
         collator = Collator(tokenizer, processor)
         cached = freeze_vision and cache_vision and vision_tower(model) is not None
-        encoded = EncodedDataset(dataset, collator, vision=vision_tower(model) if cached else None)
-        trainer = Trainer(model=model, args=args, train_dataset=encoded, data_collator=collator.pad,
-                          callbacks=[history, *callbacks])
+        rows = EncodedDataset(dataset, collator, vision=vision_tower(model) if cached else None, rows=encoded).fill()
+        trainer = (AnswerLossTrainer if answer_loss else Trainer)(
+            model=model, args=args, train_dataset=rows, data_collator=collator.pad, callbacks=[history, *callbacks])
         if not progress:
             trainer.remove_callback(PrinterCallback)
         start = time.perf_counter()
-        with frozen_vision(model, freeze_vision, cached):
+        with frozen_vision(model, freeze_vision, cached), real_tokens_only(model, real_tokens):
             out = trainer.train()
         seconds = time.perf_counter() - start
         adam_state = _adam_state_in_model_order(model, trainer.optimizer)
     model.eval()
     return {"history": history.rows, "train_seconds": seconds, "steps": out.global_step,
             "train_loss": out.training_loss, "n_train": len(dataset), "seed": seed, "adam_state": adam_state}
+
+
+def encode(model, tokenizer, processor, dataset, freeze_vision: bool = True, cache_vision: bool = True) -> list:
+    """`dataset` encoded once for `sft` on this model (its `encoded`): token ids, answer labels and, with the
+    tower frozen and cached, each image's tower output. Pass a run the rows of its samples, in its order."""
+    cached = freeze_vision and cache_vision and vision_tower(model) is not None
+    return EncodedDataset(dataset, Collator(tokenizer, processor), vision=vision_tower(model) if cached else None,
+                          max_bytes=2**62).fill().rows()
 
 
 def _adam_state_in_model_order(model, optimizer) -> dict:
