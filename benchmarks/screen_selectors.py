@@ -47,6 +47,10 @@ def rules(scores, feats, val_feats, seed):
                                               cov.RoundRobin(drop=0.2, centre=False)),
         "round-robin centred drop20": cov.round_robin(scores, feats, val_feats, FRACTION, cov.RoundRobin(drop=0.2)),
         "max-align centred drop20": cov.max_alignment(scores, feats, val_feats, FRACTION, cov.MaxAlignment()),
+        "round-robin sign": cov.round_robin(scores, feats, val_feats, FRACTION,
+                                            cov.RoundRobin(drop=0.0, drop_negative=True, centre=False)),
+        "round-robin centred sign": cov.round_robin(scores, feats, val_feats, FRACTION,
+                                                    cov.RoundRobin(drop=0.0, drop_negative=True)),
     }
 
 

@@ -28,6 +28,7 @@ from ost.method import select
 @dataclass(frozen=True)
 class FilterStratify:
     drop: float = 0.2        # share of the eligible rows dropped first, lowest utility
+    drop_negative: bool = False  # drop utility < 0 too (the toxic sign)
     strata: int = 10         # equal-width utility strata of the rest
     seed: int = 0
 
@@ -35,6 +36,7 @@ class FilterStratify:
 @dataclass(frozen=True)
 class Lookahead:
     drop: float = 0.0        # harm filter: share of the eligible rows dropped first, lowest utility
+    drop_negative: bool = False  # drop utility < 0 too (the toxic sign)
     step: float = 1.0        # η of the lookahead, in units where the subset's step is its mean feature
 
 
@@ -42,23 +44,28 @@ class Lookahead:
 class RoundRobin:
     drop: float = 0.2
     centre: bool = True      # subtract the pool's mean feature (the shared direction) before aligning
+    drop_negative: bool = False
 
 
 @dataclass(frozen=True)
 class MaxAlignment:
     drop: float = 0.2
     centre: bool = True
+    drop_negative: bool = False
 
 
-def eligible(scores: pd.DataFrame, drop: float = 0.0) -> np.ndarray:
+def eligible(scores: pd.DataFrame, drop: float = 0.0, drop_negative: bool = False) -> np.ndarray:
     """Row positions a rule may choose: status `ok`, finite utility, not in the lowest `drop` share of
-    those by utility (ties by id). Reads only `id`, `utility` and `status`."""
+    those by utility (ties by id), and with `drop_negative` not below zero — the paper's own toxic sign: a
+    step on the sample alone raises the validation loss. Reads only `id`, `utility` and `status`."""
     if not 0 <= drop < 1:
         raise ValueError(f"drop must be in [0, 1), got {drop}")
     u = scores["utility"].to_numpy(dtype="float64")
     ok = np.isfinite(u)
     if "status" in scores.columns:
         ok &= (scores["status"] == "ok").to_numpy()
+    if drop_negative:
+        ok &= ~(u < 0)
     rows = np.flatnonzero(ok)
     ids = scores["id"].astype(str).to_numpy()[rows]
     order = rows[np.lexsort((ids, u[rows]))]           # worst first, ties by id
@@ -86,7 +93,7 @@ def filter_stratify(scores: pd.DataFrame, fraction: float, rule: FilterStratify 
     """CCS: harm filter, then equal budgets over equal-width utility strata, smallest stratum first (a stratum
     smaller than its share gives it all and passes the rest on). Within a stratum the pick is seeded random:
     the stratum already says how useful; what is left to decide is spread."""
-    rows = eligible(scores, rule.drop)
+    rows = eligible(scores, rule.drop, rule.drop_negative)
     k = _k(scores, fraction, len(rows))
     u = scores["utility"].to_numpy(dtype="float64")[rows]
     edges = np.linspace(u.min(), u.max(), rule.strata + 1)
@@ -119,7 +126,7 @@ def lookahead_greedy(scores: pd.DataFrame, features, val_features, fraction: flo
     (η/k)(⟨φ_c, Σ_S φ_s⟩ + ‖φ_c‖²/2)]: the utility less what c repeats of the chosen samples. With η = 1 the
     subset's step lands where the validation gradient points (gradient matching), scale-free: no knob is tuned.
     """
-    rows = eligible(scores, rule.drop)
+    rows = eligible(scores, rule.drop, rule.drop_negative)
     k = _k(scores, fraction, len(rows))
     f = np.asarray(features, dtype="float64")[rows]
     v = np.asarray(val_features, dtype="float64").mean(0)
@@ -138,11 +145,11 @@ def lookahead_greedy(scores: pd.DataFrame, features, val_features, fraction: flo
     return _ids(scores, chosen)
 
 
-def _aligned(scores, features, val_features, drop, centre):
-    rows = eligible(scores, drop)
+def _aligned(scores, features, val_features, rule):
+    rows = eligible(scores, rule.drop, rule.drop_negative)
     f = np.asarray(features, dtype="float64")[rows]
     v = np.asarray(val_features, dtype="float64")
-    if centre:      # what every sample shares says nothing about which validation sample it serves
+    if rule.centre:      # what every sample shares says nothing about which validation sample it serves
         mean = f.mean(0)
         f, v = f - mean, v - mean
     return rows, _unit(v) @ _unit(f).T                      # (n_val, n_eligible) cosines
@@ -153,7 +160,7 @@ def round_robin(scores: pd.DataFrame, features, val_features, fraction: float,
     """Validation samples take turns (in their given order), each claiming its best-aligned candidate not yet
     taken, until the budget is spent: each validation question gets the same share of the subset, so the few
     hard ones are served as well as the many easy ones the mean gradient stands for."""
-    rows, a = _aligned(scores, features, val_features, rule.drop, rule.centre)
+    rows, a = _aligned(scores, features, val_features, rule)
     k = _k(scores, fraction, len(rows))
     ids = scores["id"].astype(str).to_numpy()[rows]
     prefs = [np.lexsort((ids, -a[j])) for j in range(len(a))]   # best first, ties by id
@@ -174,7 +181,7 @@ def round_robin(scores: pd.DataFrame, features, val_features, fraction: float,
 def max_alignment(scores: pd.DataFrame, features, val_features, fraction: float,
                   rule: MaxAlignment = MaxAlignment()) -> list:
     """Top-k by max_j cos(φ_c, φ_val_j): a candidate counts for the one validation sample it serves best."""
-    rows, a = _aligned(scores, features, val_features, rule.drop, rule.centre)
+    rows, a = _aligned(scores, features, val_features, rule)
     k = _k(scores, fraction, len(rows))
     best = pd.Series(a.max(0), index=_ids(scores, rows))
     return list(select._ranked(best).index[:k])
