@@ -47,6 +47,7 @@ def rules(scores, feats, val_feats, seed):
                                               cov.RoundRobin(drop=0.2, centre=False)),
         "round-robin centred drop20": cov.round_robin(scores, feats, val_feats, FRACTION, cov.RoundRobin(drop=0.2)),
         "max-align centred drop20": cov.max_alignment(scores, feats, val_feats, FRACTION, cov.MaxAlignment()),
+        "lookahead sign": cov.lookahead_greedy(scores, feats, val_feats, FRACTION, cov.Lookahead(drop_negative=True)),
         "round-robin sign": cov.round_robin(scores, feats, val_feats, FRACTION,
                                             cov.RoundRobin(drop=0.0, drop_negative=True, centre=False)),
         "round-robin centred sign": cov.round_robin(scores, feats, val_feats, FRACTION,
@@ -106,6 +107,36 @@ def screen_one(dd, ids, steps, seed) -> dict:
             "test_em": test["accuracy"], "test_loss": test["loss"], "seconds": time.perf_counter() - start}
 
 
+def confirm(dd, subsets, names, seeds, log: Path) -> list:
+    """The target preset at fixed compute on the named subsets, seeds `seeds`, scored on the test split
+    (`sft_grid._run_one`, notebook 05's settings), each run appended to `log` and reused from it."""
+    ids = list(dd["pool"]["id"])
+    where = {i: n for n, i in enumerate(ids)}
+    steps = math.ceil(math.ceil(len(ids) / 32) * 6)
+    settings = dict(target="target", epochs=6.0, lr=1e-3, batch_size=32, n_pool=len(ids))
+    done = {}
+    if log.exists():
+        for line in log.read_text().splitlines():
+            r = json.loads(line)
+            done[(r["subset"], r["subset_sha"], r["seed"])] = r
+    rows = []
+    for name in names:
+        chosen = sorted(where[i] for i in subsets[name])
+        sha = sft_grid.subset_sha([ids[i] for i in chosen])
+        for seed in seeds:
+            if (name, sha, seed) not in done:
+                r = sft_grid._run_one(dd["pool"], dd["test"], chosen, column=f"{name}@0.2", protocol="fixed_compute",
+                                      seed=seed, target="target", epochs=6.0, lr=1e-3, batch_size=32,
+                                      full_steps=steps, settings=settings, sha=sha)
+                r = {**r, "subset": name, **composition(dd, subsets[name])}
+                with log.open("a") as f:
+                    f.write(json.dumps(r) + "\n")
+                done[(name, sha, seed)] = r
+                print(f"target {name} seed {seed}: {r['accuracy']:.1%}", flush=True)
+            rows.append(done[(name, sha, seed)])
+    return rows
+
+
 def table(rows) -> str:
     out = ["| subset | size | val loss | val EM | test EM | noise | d1 / d2 / d3 |", "|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -123,6 +154,9 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0, help="SFT seed, random references and CCS draws")
     parser.add_argument("--only", nargs="*", default=None, help="screen only these subsets")
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--target", nargs="*", default=None,
+                        help="instead of screening: train the target on these subsets at fixed compute")
+    parser.add_argument("--target-seeds", type=int, nargs="+", default=[0, 1, 2])
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     config = yaml.safe_load(args.config.read_text()) or {}
@@ -136,6 +170,12 @@ def main(argv=None):
     cache = Path("data/runs/selector_screen") / f"{tag}-{warm_up.warmup_epochs:g}ep-sketch{args.sketch_dim}"
     scores, feats, val_feats = features(dd, warm_up, cache, Sketch(dim=args.sketch_dim, seed=args.seed))
     subsets = {**references(dd, args.seed), **rules(scores, feats, val_feats, args.seed)}
+    if args.target:
+        rows = confirm(dd, subsets, args.target, args.target_seeds, args.out.with_suffix(".target.jsonl"))
+        for name in args.target:
+            acc = [r["accuracy"] for r in rows if r["subset"] == name]
+            print(f"{name}: " + " / ".join(f"{a:.1%}" for a in acc) + f", mean {np.mean(acc):.1%}")
+        return
     if args.only:
         subsets = {k: v for k, v in subsets.items() if k in args.only}
     steps = math.ceil(math.ceil(len(dd["pool"]) / 32) * 6)
