@@ -40,18 +40,19 @@ def rules(scores, feats, val_feats, seed):
     cov = coverage
     return {
         "top-k": cov.top_k(scores, FRACTION),
-        "ccs drop35": cov.filter_stratify(scores, FRACTION, cov.FilterStratify(drop=0.35, seed=seed)),
-        "lookahead": cov.lookahead_greedy(scores, feats, val_feats, FRACTION, cov.Lookahead()),
-        "lookahead drop20": cov.lookahead_greedy(scores, feats, val_feats, FRACTION, cov.Lookahead(drop=0.2)),
-        "round-robin drop20": cov.round_robin(scores, feats, val_feats, FRACTION,
-                                              cov.RoundRobin(drop=0.2, centre=False)),
-        "round-robin centred drop20": cov.round_robin(scores, feats, val_feats, FRACTION, cov.RoundRobin(drop=0.2)),
-        "max-align centred drop20": cov.max_alignment(scores, feats, val_feats, FRACTION, cov.MaxAlignment()),
         "lookahead sign": cov.lookahead_greedy(scores, feats, val_feats, FRACTION, cov.Lookahead(drop_negative=True)),
-        "round-robin sign": cov.round_robin(scores, feats, val_feats, FRACTION,
-                                            cov.RoundRobin(drop=0.0, drop_negative=True, centre=False)),
         "round-robin centred sign": cov.round_robin(scores, feats, val_feats, FRACTION,
                                                     cov.RoundRobin(drop=0.0, drop_negative=True)),
+
+        "ccs drop35": cov.filter_stratify(scores, FRACTION, cov.FilterStratify(drop=0.35, seed=seed)),
+        "lookahead drop20": cov.lookahead_greedy(scores, feats, val_feats, FRACTION, cov.Lookahead(drop=0.2)),
+        "round-robin centred drop20": cov.round_robin(scores, feats, val_feats, FRACTION, cov.RoundRobin(drop=0.2)),
+        "round-robin drop20": cov.round_robin(scores, feats, val_feats, FRACTION,
+                                              cov.RoundRobin(drop=0.2, centre=False)),
+        "round-robin sign": cov.round_robin(scores, feats, val_feats, FRACTION,
+                                            cov.RoundRobin(drop=0.0, drop_negative=True, centre=False)),
+        "lookahead": cov.lookahead_greedy(scores, feats, val_feats, FRACTION, cov.Lookahead()),
+        "max-align centred drop20": cov.max_alignment(scores, feats, val_feats, FRACTION, cov.MaxAlignment()),
     }
 
 
