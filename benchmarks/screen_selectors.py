@@ -43,7 +43,6 @@ def rules(scores, feats, val_feats, seed):
         "lookahead sign": cov.lookahead_greedy(scores, feats, val_feats, FRACTION, cov.Lookahead(drop_negative=True)),
         "round-robin centred sign": cov.round_robin(scores, feats, val_feats, FRACTION,
                                                     cov.RoundRobin(drop=0.0, drop_negative=True)),
-
         "ccs drop35": cov.filter_stratify(scores, FRACTION, cov.FilterStratify(drop=0.35, seed=seed)),
         "lookahead drop20": cov.lookahead_greedy(scores, feats, val_feats, FRACTION, cov.Lookahead(drop=0.2)),
         "round-robin centred drop20": cov.round_robin(scores, feats, val_feats, FRACTION, cov.RoundRobin(drop=0.2)),
