@@ -178,6 +178,20 @@ def round_robin(scores: pd.DataFrame, features, val_features, fraction: float,
     return _ids(scores, chosen)
 
 
+# The default rule, chosen by principle before its check on a second pool: the paper's own criterion — how
+# much a step lowers the validation loss — taken for the subset that will be trained on rather than for each
+# sample alone, so samples that teach the same thing are not counted twice (top-k's failure: the easy majority
+# all point the same way); η = 1 and the toxic sign (utility < 0) leave nothing to tune. Per-validation-sample
+# coverage was not chosen: with a few hundred validation questions it spends the budget on their nearest
+# pool neighbours (validation exact match rose, test exact match did not; benchmarks/screen_selectors.py).
+DEFAULT = Lookahead(drop_negative=True)
+
+
+def default(scores: pd.DataFrame, features, val_features, fraction: float) -> list:
+    """The project's subset rule: `lookahead_greedy` under `DEFAULT`."""
+    return lookahead_greedy(scores, features, val_features, fraction, DEFAULT)
+
+
 def max_alignment(scores: pd.DataFrame, features, val_features, fraction: float,
                   rule: MaxAlignment = MaxAlignment()) -> list:
     """Top-k by max_j cos(φ_c, φ_val_j): a candidate counts for the one validation sample it serves best."""
