@@ -138,9 +138,11 @@ def confirm(dd, subsets, names, seeds, log: Path) -> list:
 
 
 def table(rows) -> str:
-    out = ["| subset | size | val loss | val EM | test EM | noise | d1 / d2 / d3 |", "|---|---|---|---|---|---|---|"]
+    out = ["| subset | size | val loss | val EM | test loss | test EM | noise | d1 / d2 / d3 |",
+           "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        out.append(f"| {r['subset']} | {r['size']} | {r['val_loss']:.4f} | {r['val_em']:.1%} | {r['test_em']:.1%} | "
+        out.append(f"| {r['subset']} | {r['size']} | {r['val_loss']:.4f} | {r['val_em']:.1%} | {r['test_loss']:.4f} | "
+                   f"{r['test_em']:.1%} | "
                    f"{r['noise']:.1%} | {r['d1']:.0%} / {r['d2']:.0%} / {r['d3']:.0%} |")
     return "\n".join(out)
 
