@@ -28,7 +28,7 @@ last_path = None        # the first-order backend used by the latest call (one o
 
 def one_step_utility(model, train_batches, val_batches, loss_fn, *, lr, method="first_order",
                      optimizer="sgd", adam_state=None, normalize=False, unit_val=False, backend="auto",
-                     val_grad=None, return_loss=False):
+                     val_grad=None, return_loss=False, sketch=None):
     """Utility of every training sample, in iteration order, as a float64 tensor of shape (N,).
 
     loss_fn(model, batch) → per-sample losses (B,). L_val weighs every validation sample equally.
@@ -63,6 +63,8 @@ def one_step_utility(model, train_batches, val_batches, loss_fn, *, lr, method="
     val_grad (first order): ∇L_val per trainable parameter from `val_gradient`, for a caller that
     scores one pool in several calls (the validation pass then runs once, not once per call).
     return_loss: return (utility, per-sample loss at θ); free, the forward pass runs anyway.
+    sketch (an `ost.method.sketch.Sketch`; first order, normalize, the per-sample backend): also return the
+    (N, dim) sketch of every D^(-1/2) g_i / ‖g_i‖ from the same pass, last in the returned tuple.
     """
     if method not in ("first_order", "exact"):
         raise ValueError(f"method must be 'first_order' or 'exact', not {method!r}")
@@ -91,8 +93,14 @@ def one_step_utility(model, train_batches, val_batches, loss_fn, *, lr, method="
             else:
                 if val_grad is None:
                     val_grad = _val_loss(model, val, loss_fn, params, weights)[1]
-                u, loss = _first_order(model, train_batches, val, loss_fn, named, lr, adam, backend, val_grad,
-                                       normalize)
+                bound = None if sketch is None else sketch.bind(params, adam)
+                if bound is not None and (not normalize or backend not in ("auto", "per_sample")):
+                    raise ValueError("a sketch comes from the per-sample pass: it needs normalize=True and "
+                                     "backend 'auto' or 'per_sample'")
+                u, loss, feats = _first_order(model, train_batches, val, loss_fn, named, lr, adam, backend,
+                                              val_grad, normalize, bound)
+                if sketch is not None:
+                    return (u, loss, feats) if return_loss else (u, feats)
             return (u, loss) if return_loss else u
     finally:
         if saved is not None:
@@ -152,6 +160,25 @@ def val_gradient(model, val_batches, loss_fn, unit_val=False) -> list:
             val = list(val_batches)
             weights = _unit_weights(model, val, loss_fn, params) if unit_val else None
             return _val_loss(model, val, loss_fn, params, weights)[1]
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+def gradient_features(model, batches, loss_fn, sketch, adam_state=None) -> torch.Tensor:
+    """(N, dim) sketches of D^(-1/2) g_j / ‖g_j‖ for samples scored by no step (the validation set), bound
+    exactly as `one_step_utility(sketch=…)` binds it, so the two sides' inner products compare."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        params = [p for p in model.parameters() if p.requires_grad]
+        bound = sketch.bind(params, _adam_states(model, params, adam_state) if adam_state is not None else None)
+        out = []
+        with torch.enable_grad():
+            for batch in batches:
+                _, grads = per_sample.gradients(model, batch, loss_fn, params)
+                out.append(bound(grads, per_sample._norms_of(grads)))
+        return torch.cat(out) if out else torch.zeros(0, sketch.dim)
     finally:
         for m, mode in modes:
             m.training = mode
@@ -295,22 +322,25 @@ def _directional_in(path, model, batch, loss_fn, named, d):
                                 for b in range(losses.shape[0])])
 
 
-def _first_order(model, train_batches, val, loss_fn, named, lr, adam, backend, gval, normalize=False):
+def _first_order(model, train_batches, val, loss_fn, named, lr, adam, backend, gval, normalize=False, sketch=None):
     global last_path
     d, c = _direction(gval, lr, adam)
-    if backend == "auto":
+    if sketch is not None:
+        candidates = ["per_sample"]     # the sketch needs every g_i: no other backend has them
+    elif backend == "auto":
         candidates = ["per_sample", *BACKENDS[:3]] if normalize else list(BACKENDS[:3])
     else:
         candidates = [backend]
     if any(b not in BACKENDS for b in candidates):
         raise ValueError(f"backend must be 'auto' or one of {BACKENDS}, not {backend!r}")
     params = [p for _, p in named]
-    out, seen = [], []
+    out, seen, feats = [], [], []
     for batch in train_batches:
         while True:
             try:
                 if candidates[0] == "per_sample":
-                    loss, jv, norm = per_sample.dots_and_norms(model, batch, loss_fn, params, d)
+                    loss, jv, norm, *f = per_sample.dots_and_norms(model, batch, loss_fn, params, d, sketch)
+                    feats += f
                 else:
                     loss, jv = _directional(candidates[0], model, batch, loss_fn, named, d)
                     norm = per_sample.norms_by_loop(model, batch, loss_fn, params) if normalize else None
@@ -327,4 +357,4 @@ def _first_order(model, train_batches, val, loss_fn, named, lr, adam, backend, g
             jv = torch.where(norm > 0, jv / norm.clamp_min(1e-300), jv)
         out.append(c + jv)
         seen.append(loss.detach().double())
-    return _cat(out), _cat(seen)
+    return _cat(out), _cat(seen), (torch.cat(feats) if feats else torch.zeros(0, sketch.dim)) if sketch else None

@@ -144,11 +144,15 @@ def gradients(model, batch, loss_fn, params) -> tuple:
     return losses.detach(), grads
 
 
-def dots_and_norms(model, batch, loss_fn, params, d) -> tuple:
-    """(losses, ⟨d, g_i⟩, ‖g_i‖), each float64 (B,), from one forward and one backward pass."""
+def dots_and_norms(model, batch, loss_fn, params, d, sketch=None) -> tuple:
+    """(losses, ⟨d, g_i⟩, ‖g_i‖), each float64 (B,), from one forward and one backward pass; with `sketch`
+    (an `ost.method.sketch.BoundSketch`), also the (B, dim) sketch of each g_i / ‖g_i‖ from the same pass."""
     losses, grads = gradients(model, batch, loss_fn, params)
     dots = sum((g.double() * dp.double()).flatten(1).sum(1) for g, dp in zip(grads, d))
-    return losses.double(), dots, _norms_of(grads)
+    norms = _norms_of(grads)
+    if sketch is None:
+        return losses.double(), dots, norms
+    return losses.double(), dots, norms, sketch(grads, norms)
 
 
 def _norms_of(grads) -> torch.Tensor:

@@ -95,19 +95,28 @@ def read_scores(out) -> pd.DataFrame:
 
 
 def score_samples(model, tok, proc, samples, validation, *, step=DEFAULT, warm_state=None, batch_size=32,
-              with_loss=False):
+              with_loss=False, sketch=None):
     """One-step utility of each sample (index = id) under `step` (an `ost.Step`), in memory, the step moving
     what SFT trains; with `with_loss`, a frame of `utility` and the sample's own answer `loss` at θ (free:
-    the forward pass runs anyway). `score_pool` is the resumable, file-writing form for a whole pool."""
+    the forward pass runs anyway). `score_pool` is the resumable, file-writing form for a whole pool.
+
+    With `sketch` (an `ost.method.sketch.Sketch`; a step with normalize=True) the return is
+    (scores, features, val_features): float32 (N, dim) and (N_val, dim) count sketches of each
+    D^(-1/2) g / ‖g‖, the pool's from the same per-sample pass as the utility, for the selectors of
+    `ost.method.coverage`."""
     col = collate.Collator(tok, proc)
     with train.frozen_vision(model):
-        u, loss = step.utility(model, collate.batches(samples, col, batch_size),
-                               collate.batches(validation, col, batch_size), collate.per_sample_loss,
-                               warm_state=warm_state, return_loss=True)
+        out = step.utility(model, collate.batches(samples, col, batch_size),
+                           collate.batches(validation, col, batch_size), collate.per_sample_loss,
+                           warm_state=warm_state, return_loss=True, sketch=sketch)
+        u, loss = out[:2]
+        if sketch is not None:
+            val_feats = one_step.gradient_features(model, collate.batches(validation, col, batch_size),
+                                                   collate.per_sample_loss, sketch, step.adam_state(warm_state))
     ids = list(samples["id"])
-    if with_loss:
-        return pd.DataFrame({"utility": u.numpy(), "loss": loss.numpy()}, index=ids)
-    return pd.Series(u.numpy(), index=ids, name="utility")
+    frame = (pd.DataFrame({"utility": u.numpy(), "loss": loss.numpy()}, index=ids) if with_loss
+             else pd.Series(u.numpy(), index=ids, name="utility"))
+    return frame if sketch is None else (frame, out[2].numpy(), val_feats.numpy())
 
 
 def gradient_norms(model, tok, proc, samples, *, batch_size=32) -> pd.Series:
