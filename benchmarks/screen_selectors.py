@@ -9,9 +9,9 @@ of the samples planted clean (labels read for that row only) — are screened th
 planted composition is reported to describe it, never to build it. Finished rows are kept in a JSON-lines
 log keyed by the subset's ids and reused.
 
-    python benchmarks/screen_selectors.py --config configs/main.yaml --out results/main/selector_screen.json
+    python benchmarks/screen_selectors.py --config configs/main.yaml --out results/bench/selector_screen.json
     python benchmarks/screen_selectors.py --config configs/main.yaml --pool-seed 1 --extra-kinds \
-        --out results/main/selector_screen_pool1.json
+        --out results/bench/selector_screen_pool1.json
 """
 import argparse
 import json

@@ -182,7 +182,7 @@ def round_robin(scores: pd.DataFrame, features, val_features, fraction: float,
 # much a step lowers the validation loss — taken for the subset that will be trained on rather than for each
 # sample alone, so samples that teach the same thing are not counted twice (top-k's failure: the easy majority
 # all point the same way); η = 1 and the toxic sign (utility < 0) leave nothing to tune. On the proxy screen
-# (results/main/selector_screen*.json) it gives the lowest test loss of the label-free rules on both pools, but
+# (results/bench/selector_screen*.json) it gives the lowest test loss of the label-free rules on both pools, but
 # not the highest exact match, and it keeps most of the planted noise the sign does not flag.
 DEFAULT = Lookahead(drop_negative=True)
 
