@@ -107,6 +107,12 @@ def screen_one(dd, ids, steps, seed) -> dict:
             "test_em": test["accuracy"], "test_loss": test["loss"], "seconds": time.perf_counter() - start}
 
 
+def read_log(log: Path) -> dict:
+    """The runs already in a JSON-lines log, by (subset, the sha of its ids, seed): reused, not rerun."""
+    rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return {(r["subset"], r["subset_sha"], r["seed"]): r for r in rows}
+
+
 def confirm(dd, subsets, names, seeds, log: Path) -> list:
     """The target preset at fixed compute on the named subsets, seeds `seeds`, scored on the test split
     (`sft_grid._run_one`, notebook 05's settings), each run appended to `log` and reused from it."""
@@ -114,11 +120,7 @@ def confirm(dd, subsets, names, seeds, log: Path) -> list:
     where = {i: n for n, i in enumerate(ids)}
     steps = math.ceil(math.ceil(len(ids) / 32) * 6)
     settings = dict(target="target", epochs=6.0, lr=1e-3, batch_size=32, n_pool=len(ids))
-    done = {}
-    if log.exists():
-        for line in log.read_text().splitlines():
-            r = json.loads(line)
-            done[(r["subset"], r["subset_sha"], r["seed"])] = r
+    done = read_log(log)
     rows = []
     for name in names:
         chosen = sorted(where[i] for i in subsets[name])
@@ -182,11 +184,7 @@ def main(argv=None):
         subsets = {k: v for k, v in subsets.items() if k in args.only}
     steps = math.ceil(math.ceil(len(dd["pool"]) / 32) * 6)
     log = args.out.with_suffix(".jsonl")
-    done = {}
-    if log.exists():
-        for line in log.read_text().splitlines():
-            r = json.loads(line)
-            done[(r["subset"], r["subset_sha"], r["seed"])] = r
+    done = read_log(log)
     rows = []
     for name, ids in subsets.items():
         sha = sft_grid.subset_sha(sorted(map(str, ids)))
