@@ -21,7 +21,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # see bench_utility.py: sp
 
 import argparse
 import json
-import math
 import platform
 import time
 from collections import defaultdict
@@ -30,6 +29,7 @@ import torch
 import yaml
 
 from ost.data import schema
+from ost.experiments import sft_grid
 from ost.models import base, collate, train
 from ost.runs import paths
 from ost.runs.settings import SFT
@@ -121,7 +121,7 @@ def main():
     sft = SFT.from_params(cfg)
     dd = schema.config_pool(cfg)
     ds, test = dd["pool"], dd["test"]
-    full_steps = math.ceil(math.ceil(len(ds) / sft.sft_batch_size) * sft.sft_epochs)
+    full_steps = sft_grid.full_steps(len(ds), sft.sft_batch_size, sft.sft_epochs)
     steps = 120 if args.quick else full_steps
     model, tok, proc = base.load_model(sft.target)
 

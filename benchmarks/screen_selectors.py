@@ -15,7 +15,6 @@ log keyed by the subset's ids and reused.
 """
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 
@@ -118,7 +117,7 @@ def confirm(dd, subsets, names, seeds, log: Path) -> list:
     (`sft_grid._run_one`, notebook 05's settings), each run appended to `log` and reused from it."""
     ids = list(dd["pool"]["id"])
     where = {i: n for n, i in enumerate(ids)}
-    steps = math.ceil(math.ceil(len(ids) / 32) * 6)
+    steps = sft_grid.full_steps(len(ids), 32, 6.0)
     settings = dict(target="target", epochs=6.0, lr=1e-3, batch_size=32, n_pool=len(ids))
     done = read_log(log)
     rows = []
@@ -182,7 +181,7 @@ def main(argv=None):
         return
     if args.only:
         subsets = {k: v for k, v in subsets.items() if k in args.only}
-    steps = math.ceil(math.ceil(len(dd["pool"]) / 32) * 6)
+    steps = sft_grid.full_steps(len(dd["pool"]), 32, 6.0)
     log = args.out.with_suffix(".jsonl")
     done = read_log(log)
     rows = []

@@ -71,6 +71,11 @@ def _key(row) -> tuple:
     return row["subset"], row["protocol"], row["seed"]
 
 
+def full_steps(n_pool: int, batch_size: int, epochs: float) -> int:
+    """Optimizer steps of one Full-SFT run, as Trainer counts them: what every fixed-compute run gets."""
+    return math.ceil(math.ceil(n_pool / batch_size) * epochs)
+
+
 def subset_sha(ids) -> str:
     """Fingerprint of the ids a run trains on, in pool order: what makes a logged run reusable."""
     return hashlib.sha256("\n".join(map(str, ids)).encode()).hexdigest()[:16]
@@ -132,11 +137,11 @@ def train_subsets(dd, member, out, *, grid, sft: SFT = SFT(), workers=1, progres
             row = json.loads(line)
             if row["settings"] == settings and row.get("subset_sha") == sha.get(row["subset"]):
                 done[_key(row)] = row
-    full_steps = math.ceil(math.ceil(len(ids) / batch_size) * epochs)     # as Trainer counts a Full run
+    steps = full_steps(len(ids), batch_size, epochs)
     todo = [key for key in plan(grid, seeds) if key not in done]
     # the longest runs first, so two workers finish together
     todo.sort(key=lambda k: -(1.0 if k[1] == "fixed_compute" else split_name(k[0])[1]))
-    common = dict(target=target, epochs=epochs, lr=lr, batch_size=batch_size, full_steps=full_steps,
+    common = dict(target=target, epochs=epochs, lr=lr, batch_size=batch_size, full_steps=steps,
                   settings=settings)
 
     def job(key):

@@ -157,14 +157,14 @@ def sft(model, tokenizer, processor, dataset, *, epochs: float = 3, batch_size: 
             disable_tqdm=not progress, dataloader_num_workers=0, dataloader_pin_memory=False,
             optim=optim, train_sampling_strategy="group_by_length" if group_by_length else "random")
         collator = Collator(tokenizer, processor)
-        cached = freeze_vision and cache_vision and vision_tower(model) is not None
-        rows = EncodedDataset(dataset, collator, vision=vision_tower(model) if cached else None, rows=encoded).fill()
+        cached = _tower_to_cache(model, freeze_vision, cache_vision)
+        rows = EncodedDataset(dataset, collator, vision=cached, rows=encoded).fill()
         trainer = (AnswerLossTrainer if answer_loss else Trainer)(
             model=model, args=args, train_dataset=rows, data_collator=collator.pad, callbacks=[history, *callbacks])
         if not progress:
             trainer.remove_callback(PrinterCallback)
         start = time.perf_counter()
-        with frozen_vision(model, freeze_vision, cached), real_tokens_only(model, real_tokens):
+        with frozen_vision(model, freeze_vision, cached is not None), real_tokens_only(model, real_tokens):
             out = trainer.train()
         seconds = time.perf_counter() - start
         adam_state = _adam_state_in_model_order(model, trainer.optimizer)
@@ -176,9 +176,13 @@ def sft(model, tokenizer, processor, dataset, *, epochs: float = 3, batch_size: 
 def encode(model, tokenizer, processor, dataset, freeze_vision: bool = True, cache_vision: bool = True) -> list:
     """`dataset` encoded once for `sft` on this model (its `encoded`): token ids, answer labels and, with the
     tower frozen and cached, each image's tower output. Pass a run the rows of its samples, in its order."""
-    cached = freeze_vision and cache_vision and vision_tower(model) is not None
-    return EncodedDataset(dataset, Collator(tokenizer, processor), vision=vision_tower(model) if cached else None,
-                          max_bytes=2**62).fill().rows()
+    return EncodedDataset(dataset, Collator(tokenizer, processor), max_bytes=2**62,
+                          vision=_tower_to_cache(model, freeze_vision, cache_vision)).fill().rows()
+
+
+def _tower_to_cache(model, freeze_vision: bool, cache_vision: bool):
+    """The vision tower whose output SFT computes once per image (frozen and cached), or None."""
+    return vision_tower(model) if freeze_vision and cache_vision else None
 
 
 def _adam_state_in_model_order(model, optimizer) -> dict:
