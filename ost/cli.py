@@ -4,17 +4,19 @@
     python -m ost run DATA --val-fraction 0.05 --fraction 0.2 --out DIR      # carve a seeded validation slice
 
 or one stage at a time, each reading the previous one's files from DIR: `prepare DATA (--val VAL |
---val-fraction F) --out DIR`, `warmup --out DIR`, `score --out DIR`, `select --fraction F --out DIR`.
+--val-fraction F) --out DIR`, `warmup --out DIR`, `score --out DIR` (the utility, then the validation shift),
+`select --fraction F [--selector NAME] --out DIR`.
 DATA and VAL are a LLaVA-style JSON file, a `save_to_disk` folder or a .parquet file. A stage whose
 output is in DIR with the same settings is skipped, and scoring resumes from its finished parts, so a rerun after a
 kill goes on.
 A folder or .parquet file (e.g. Geometry3K: `--columns question=problem`; its `choices` go into the
 question, its `images` list stands for the image) is read by `ost.data.loaders.read_hf_dataset`.
 
-DIR/ holds: `scores.parquet` (+ manifest: every input id with a status), `selected.json` (the kept
+DIR/ holds: `scores.parquet` (+ manifest: every input id with a status), `shift.parquet` (each record's
+validation shift, `ost.method.shift`), `selected.json` (the kept
 records, in a LLaVA input's own format, image paths valid from DIR; for a folder or parquet input, the
-kept ids, with the kept rows in `selected.parquet`, same columns), `toxic.csv` (id, utility, rank, reason),
-`report.json` (counts, seconds per stage, settings).
+kept ids, with the kept rows in `selected.parquet`, same columns), `toxic.csv` (id, utility, shift, rank,
+reason: the rows whose utility is below 0), `report.json` (counts, the selector, seconds per stage, settings).
 """
 import argparse
 import json
@@ -31,7 +33,7 @@ import torch
 from ost import runs
 from ost.data import loaders, schema, validate
 from ost.experiments import transfer
-from ost.method import score, select
+from ost.method import coverage, score, select, shift
 from ost.method.step import DEFAULT
 from ost.models import base, presets, train
 from ost.runs.settings import Warmup
@@ -152,6 +154,25 @@ def score_stage(out, *, batch_size=32, part_size=256, max_length=None) -> dict:
     return _settings(out / "score.json")
 
 
+def shift_stage(out) -> dict:
+    """DIR/shift.parquet: each usable record's validation shift (`ost.method.shift`), from the warmed proxy
+    fine-tuned on VAL with the warm-up's own schedule; the harm flag of the default selector reads it."""
+    out = Path(out)
+    warm = _settings(out / "warmup.json").get("settings") or {}
+    settings = dict(warmup=warm, score=_settings(out / "score.json").get("settings"))
+    if _done(out, "shift", settings) and (out / "shift.parquet").exists():
+        return _settings(out / "shift.json")
+    dd = _prepared(out)
+    model, tok, proc = presets.load(out / "proxy")
+    status = score.read_scores(out / "scores.parquet").set_index("id")["status"]
+    start = time.perf_counter()
+    frame = shift.validation_shift(model, tok, proc, dd["pool"], dd["validation"], Warmup.from_params(warm),
+                                   statuses=status, progress=True)
+    frame.reset_index().to_parquet(out / "shift.parquet", index=False)
+    _record(out, "shift", settings, time.perf_counter() - start, negative=int((frame["shift"] < 0).sum()))
+    return _settings(out / "shift.json")
+
+
 def _selected_records(source: Path, ids: set, out: Path):
     """The kept records in the input's own form: LLaVA JSON objects (image paths made valid from `out`)."""
     if source.is_file() and source.suffix.lower() == ".json":
@@ -173,25 +194,28 @@ def _selected_records(source: Path, ids: set, out: Path):
     return {"source": str(source), "rows": "selected.parquet", "ids": sorted(ids)}
 
 
-def select_stage(out, *, fraction=0.2, toxic_threshold=0.0) -> dict:
-    """selected.json, toxic.csv and report.json from DIR/scores.parquet."""
+def select_stage(out, *, fraction=0.2, selector=coverage.DEFAULT, seed=0, toxic_threshold=0.0) -> dict:
+    """selected.json, toxic.csv and report.json from DIR/scores.parquet and DIR/shift.parquet."""
     out = Path(out)
     frame = score.read_scores(out / "scores.parquet").set_index("id")
-    ok = frame[frame["status"] == "ok"]
-    kept = select.top_fraction(ok["utility"], fraction)
+    if (out / "shift.parquet").exists():
+        frame = frame.join(pd.read_parquet(out / "shift.parquet").set_index("id")[["shift"]])
+    ok = frame[frame["status"] == "ok"].reset_index()
+    kept = coverage.choose(ok, fraction, selector, seed=seed)
     source = Path(_settings(out / "prepare.json")["settings"]["data"])
     runs.replace_text(out / "selected.json", json.dumps(_selected_records(source, set(kept), out), indent=1))
     rank = ok["utility"].rank(ascending=False, method="first").astype(int)
-    flags = select.toxic_flags(ok["utility"], toxic_threshold)
-    flags = flags.to_numpy()
-    toxic = pd.DataFrame({"id": ok.index[flags], "utility": ok["utility"][flags], "rank": rank[flags],
-                          "reason": f"utility < {toxic_threshold:g}: one step on it raises the validation loss"})
-    toxic.sort_values("utility").to_csv(out / "toxic.csv", index=False)
-    stages = {s: _settings(out / f"{s}.json") for s in ("prepare", "warmup", "score")}
+    flags = select.toxic_flags(ok["utility"], toxic_threshold).to_numpy()
+    shifts = ok["shift"] if "shift" in ok else pd.Series(np.nan, index=ok.index)
+    toxic = pd.DataFrame({"id": ok["id"], "utility": ok["utility"], "shift": shifts, "rank": rank,
+                          "reason": f"utility < {toxic_threshold:g}: one step on it raises the validation loss"})[flags]
+    toxic.sort_values(["utility", "id"]).to_csv(out / "toxic.csv", index=False)
+    stages = {s: _settings(out / f"{s}.json") for s in ("prepare", "warmup", "score", "shift")}
     report = dict(rows=len(frame), status=frame["status"].value_counts().sort_index().to_dict(),
-                  selected=len(kept), fraction=fraction, toxic=int(flags.sum()), toxic_threshold=toxic_threshold,
-                  seconds={s: v.get("seconds") for s, v in stages.items()},
-                  settings={s: v.get("settings") for s, v in stages.items()},
+                  selected=len(kept), fraction=fraction, selector=dict(name=selector, seed=seed),
+                  toxic=int(flags.sum()), toxic_threshold=toxic_threshold,
+                  seconds={s: v.get("seconds") for s, v in stages.items() if v},
+                  settings={s: v.get("settings") for s, v in stages.items() if v},
                   prepare=stages["prepare"].get("report"), warmup_val_accuracy=stages["warmup"].get("val_accuracy"))
     runs.replace_text(out / "report.json", json.dumps(report, indent=1, default=str))
     return report
@@ -201,7 +225,7 @@ def summary(report: dict) -> str:
     p = report["prepare"] or {}
     lines = [f"{report['rows']} records: " + ", ".join(f"{n} {s}" for s, n in report["status"].items()),
              f"validation: {p.get('validation')} records ({p.get('validation_source')})",
-             f"kept {report['selected']} (top {report['fraction']:.0%} by one-step utility); "
+             f"kept {report['selected']} ({report['fraction']:.0%}, selector {report['selector']['name']}); "
              f"flagged toxic: {report['toxic']} (toxic.csv)",
              "seconds: " + ", ".join(f"{s} {v:.0f}" for s, v in report["seconds"].items() if v is not None)]
     if p.get("no_final"):
@@ -221,8 +245,9 @@ def main(argv=None):
     sub = parser.add_subparsers(dest="command", required=True)
     cmds = {name: sub.add_parser(name, help=text) for name, text in [
         ("run", "every stage: prepare, warmup, score, select"), ("prepare", "load and check DATA and VAL"),
-        ("warmup", "warm the proxy on DATA"), ("score", "score every record with the default step"),
-        ("select", "the top fraction, the toxic list and the report")]}
+        ("warmup", "warm the proxy on DATA"),
+        ("score", "score every record: the default step's utility, then the validation shift"),
+        ("select", "the subset, the toxic list and the report")]}
     for name, p in cmds.items():
         p.add_argument("--out", type=Path, required=True, help="the folder every stage writes to")
         if name in ("run", "prepare"):
@@ -241,6 +266,11 @@ def main(argv=None):
             p.add_argument("--part-size", type=int, default=256, help="records per resumable part file")
         if name in ("run", "select"):
             p.add_argument("--fraction", type=float, default=0.2, help="share of the usable records kept")
+            usable = sorted(set(coverage.RULES) - set(coverage.NEEDS_FEATURES))
+            p.add_argument("--selector", default=coverage.DEFAULT, choices=usable,
+                           help=f"the subset rule (default {coverage.DEFAULT}: drop the 40 %% the utility and the "
+                                "validation shift rank worst, then a seeded random pick; topk: the paper's top "
+                                "fraction)")
         p.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     out = args.out
@@ -257,5 +287,6 @@ def main(argv=None):
     if args.command in ("run", "score"):
         score_stage(out, part_size=args.part_size, max_length=args.max_length)
         print(validate.format_report(validate.report(score.read_scores(out / "scores.parquet"))))
+        shift_stage(out)
     if args.command in ("run", "select"):
-        print(summary(select_stage(out, fraction=args.fraction)))
+        print(summary(select_stage(out, fraction=args.fraction, selector=args.selector, seed=args.seed)))

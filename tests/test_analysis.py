@@ -145,9 +145,10 @@ def test_load_runs_keeps_the_latest_settings(tmp_path):
 
 
 def test_selection_seconds_charge_the_warmup_to_every_proxy_scorer():
-    warmup, scoring = {"train_seconds": 100.0}, {"score_seconds": 7.0}
+    warmup, scoring = {"train_seconds": 100.0}, {"score_seconds": 7.0, "shift_seconds": 3.0}
     costs = {"costs": [{"name": "loss", "seconds": 2.0}, {"name": "judge", "seconds": 50.0},
                        {"name": "random", "seconds": 0.01}]}
     s = analysis.selection_seconds(warmup, scoring, costs)
-    assert s["ost"] == s["ost-cover"] == 107.0 and s["loss"] == 102.0 and s["judge"] == 50.0
-    assert s["random"] == s["full"] == s["oracle-clean"] == 0.0 and "ifd" not in s and "deita" not in s
+    assert s["ost-topk"] == s["ost-cover"] == 107.0 and s["ost"] == 110.0 and s["loss"] == 102.0
+    assert s["judge"] == 50.0 and "ifd" not in s and "deita" not in s
+    assert s["random"] == s["full"] == s["oracle-clean"] == s["clean-random"] == 0.0

@@ -57,6 +57,9 @@ def test_suite_scores_by_name_and_names_its_subsets(pool, tiny, tokenizer, proce
     subsets = suite.subsets(results, [0.25], pool)
     clean = [n for n in subsets if n.startswith("oracle-clean@")]
     assert len(clean) == 1 and set(subsets[clean[0]]) == {i for i, n in zip(pool["id"], pool["noise"]) if n == "clean"}
+    ceiling = subsets["clean-random@0.25"]                  # a random pick of the clean part, of the fraction's size
+    assert len(ceiling) == round(0.25 * len(pool)) and set(ceiling) < set(subsets[clean[0]])
+    assert ceiling == suite.subsets(results, [0.25], pool)["clean-random@0.25"]       # seeded: the same pick
     assert all(len(subsets[f"{m}@0.25"]) == round(0.25 * len(pool)) for m in results)
 
 

@@ -3,13 +3,14 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import TINY
 
 from ost import cli
 from ost.data import loaders
-from ost.method import score
+from ost.method import coverage, score
 from ost.models import presets
 from ost.runs import paths
 
@@ -39,11 +40,22 @@ def test_one_command_writes_every_output(mine, capsys):
     kept = loaders.load_llava_json(out / "selected.json")        # loads back, image paths valid from DIR
     assert len(kept) == 12 and set(kept["id"]) <= set(frame["id"])
     toxic = pd.read_csv(out / "toxic.csv")
-    assert list(toxic.columns) == ["id", "utility", "rank", "reason"] and (toxic["utility"] < 0).all()
-    assert set(report["seconds"]) == {"prepare", "warmup", "score"}
+    assert list(toxic.columns) == ["id", "utility", "shift", "rank", "reason"]
+    assert sorted(toxic["id"]) == sorted(frame.query("utility < 0")["id"])        # exactly the flagged ids
+    shifts = pd.read_parquet(out / "shift.parquet").set_index("id")["shift"]
+    assert shifts.notna().all() and np.allclose(toxic["shift"], shifts.loc[toxic["id"]], rtol=1e-12, atol=0)
+    harm = frame.join(shifts, on="id").assign(harm=lambda f: coverage.harm_rank(f)).sort_values(["harm", "id"])
+    worst = set(harm["id"][:round(0.4 * 48)])
+    assert not worst & set(kept["id"])                          # the default never keeps the 40 % ranked worst
+    assert report["selector"] == {"name": "filter-random", "seed": 0} and report["toxic"] == len(toxic)
+    assert set(report["seconds"]) == {"prepare", "warmup", "score", "shift"}
     before = {p.name: p.read_bytes() for p in out.glob("*.json")}
     cli.main(args)                                               # a rerun redoes nothing and writes the same
     assert {p.name: p.read_bytes() for p in out.glob("*.json")} == before
+    top = cli.select_stage(out, fraction=0.25, selector="topk")  # the paper's rule, by name
+    assert top["selector"]["name"] == "topk"
+    best = frame.query("status == 'ok'").sort_values(["utility", "id"], ascending=[False, True])["id"][:12]
+    assert set(loaders.load_llava_json(out / "selected.json")["id"]) == set(best)
 
 
 def test_a_validation_slice_carved_from_data(mine, tmp_path):

@@ -23,7 +23,7 @@ def pool():
     """A scored pool with two rows not `ok`, one NaN utility, and label columns that no rule may read."""
     rng = np.random.default_rng(3)
     scores = pd.DataFrame({"id": [f"s{i:03d}" for i in range(N)], "utility": rng.normal(size=N),
-                           "loss": rng.exponential(size=N), "status": "ok",
+                           "loss": rng.exponential(size=N), "shift": rng.normal(0.5, 1, size=N), "status": "ok",
                            "noise": rng.choice(["clean", "wrong_answer"], N), "difficulty": rng.integers(1, 4, N),
                            "task": rng.choice(["sum", "product"], N)})
     scores.loc[[5, 17], "status"] = ["nonfinite", "skipped:too_long"]
@@ -38,6 +38,10 @@ RULES = {
     "round_robin": lambda s, f, v, seed: coverage.round_robin(s, f, v, 0.25),
     "round_robin_raw": lambda s, f, v, seed: coverage.round_robin(s, f, v, 0.25, coverage.RoundRobin(0.0, False)),
     "max_alignment": lambda s, f, v, seed: coverage.max_alignment(s, f, v, 0.25),
+    "filter_random": lambda s, f, v, seed: coverage.filter_random(s, 0.25, coverage.FilterRandom(seed=seed)),
+    **{f"choose:{name}": (lambda name: lambda s, f, v, seed: coverage.choose(s, 0.25, name, seed=seed, features=f,
+                                                                          val_features=v))(name)
+       for name in coverage.RULES},
 }
 
 
@@ -54,15 +58,47 @@ def test_rule_is_deterministic_sized_and_keeps_only_ok_rows(pool, name):
 def test_rule_reads_no_label(pool, name):
     scores, f, v = pool
     ids = RULES[name](scores, f, v, 0)
-    assert RULES[name](scores[["id", "utility", "loss", "status"]], f, v, 0) == ids
+    assert RULES[name](scores[["id", "utility", "loss", "shift", "status"]], f, v, 0) == ids
     shuffled = scores.assign(**{c: scores[c].sample(frac=1, random_state=1).to_numpy()
                                 for c in ("noise", "difficulty", "task")})
     assert RULES[name](shuffled, f, v, 0) == ids
 
 
-def test_seed_changes_the_random_draw(pool):
+@pytest.mark.parametrize("name", ["filter_stratify", "filter_random"])
+def test_seed_changes_the_random_draw(pool, name):
     scores, f, v = pool
-    assert RULES["filter_stratify"](scores, f, v, 0) != RULES["filter_stratify"](scores, f, v, 1)
+    assert RULES[name](scores, f, v, 0) != RULES[name](scores, f, v, 1)
+
+
+def test_filter_random_drops_the_rows_ranked_worst_by_either_signal(pool):
+    scores, _, _ = pool
+    usable = scores[(scores["status"] == "ok") & scores["utility"].notna()]
+    worst_utility = set(usable.nsmallest(10, "utility")["id"])
+    worst_shift = set(usable.nsmallest(10, "shift")["id"])
+    for seed in range(5):
+        chosen = coverage.filter_random(scores, 0.25, coverage.FilterRandom(seed=seed))
+        assert not (worst_utility | worst_shift) & set(chosen)
+    harm = coverage.harm_rank(scores)
+    assert np.isnan(harm[[5, 9, 17]]).all() and np.nanmax(harm) <= 1
+    without_shift = coverage.harm_rank(scores.drop(columns="shift"))      # the utility alone when there is no shift
+    np.testing.assert_allclose(without_shift[usable.index], usable["utility"].rank(pct=True))
+
+
+def test_filter_random_never_returns_fewer_than_asked():
+    """Six rows, a drop of 0.9 and half of them asked for: the drop gives way to the size, worst rows last."""
+    scores = pd.DataFrame({"id": list("abcdef"), "utility": [1.0, 2.0, -3.0, 0.5, -1.0, 5.0],
+                           "shift": [0.1, 0.2, 0.3, -0.01, -2.0, 0.4], "status": ["ok"] * 5 + ["nonfinite"]})
+    chosen = coverage.filter_random(scores, 0.5, coverage.FilterRandom(drop=0.9))
+    assert len(chosen) == 3 and set(chosen) == {"a", "b", "d"}           # e is worst by shift, c by utility
+
+
+def test_choose_refuses_an_unknown_rule_and_a_feature_rule_without_features(pool):
+    scores, _, _ = pool
+    with pytest.raises(ValueError, match="unknown selector"):
+        coverage.choose(scores, 0.25, "top-k")
+    with pytest.raises(ValueError, match="needs the gradient features"):
+        coverage.choose(scores, 0.25, "lookahead")
+    assert coverage.choose(scores, 0.25) == coverage.filter_random(scores, 0.25)     # the default
 
 
 def test_harm_filter_drops_the_lowest_utilities(pool):

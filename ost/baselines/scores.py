@@ -97,6 +97,15 @@ def oracle_clean(pool) -> Scores:
     return Scores("oracle-clean", _series(pool, np.where(clean, 1.0, np.nan)))
 
 
+def clean_random(pool, seed: int = 0) -> Scores:
+    """Clean-random: a seeded uniform score on the samples planted clean, NaN elsewhere, so a top fraction is a
+    random pick of that size from the clean part alone — what a perfect filter with no preference reaches at a
+    given size (the ceiling a selector of the same size is measured against)."""
+    clean = np.asarray(pool["noise"]) == "clean"
+    u = np.random.default_rng([seed, 13]).random(len(pool))
+    return Scores("clean-random", _series(pool, np.where(clean, u, np.nan)), extra={"seed": seed})
+
+
 def _split_params(model) -> tuple:
     """(text parameters, vision parameters): a text-only pass never touches the vision tower."""
     visual = getattr(getattr(model, "model", model), "visual", None)

@@ -69,9 +69,12 @@ def judged_scores(names, pool, *, judge_model: str = "packaged", judge_batch_siz
 
 def subsets(results: dict, fractions, pool) -> dict:
     """{subset name: ids} of every scorer's top fractions; with the oracle, also `oracle-clean@<share>`,
-    the pool without its planted noise (its fraction is the pool's clean share)."""
+    the pool without its planted noise (its fraction is the pool's clean share), and `clean-random@<f>`, a
+    random pick of each fraction's size from that clean part (seeded as the oracle is)."""
     out = {select.subset_name(name, f): s.top(f) for name, s in results.items() for f in fractions}
     if "oracle" in results:
+        ceiling = scores.clean_random(pool, seed=results["oracle"].extra.get("seed", 0))
+        out |= {select.subset_name("clean-random", f): ceiling.top(f) for f in fractions}
         clean = scores.oracle_clean(pool)
         out[select.subset_name("oracle-clean", round(clean.scores.notna().mean(), 2))] = list(
             clean.scores.dropna().index)

@@ -12,7 +12,10 @@ that all teach the same thing and drops the hard ones. The rules here use only w
   one-step lookahead of the whole subset; a candidate's gain falls with its similarity to what is chosen;
 * `round_robin` (RDS+/TAROT-style): each validation sample in turn claims its best-aligned remaining
   candidate, so every validation question gets an equal share of the budget, as exact match counts it once;
-* `max_alignment`: top-k by a candidate's best alignment with any single validation sample.
+* `max_alignment`: top-k by a candidate's best alignment with any single validation sample;
+* `filter_random`: drop the share of the pool that the worse of two harm signals (utility, validation shift:
+  `ost.method.shift`) puts lowest, then a seeded uniform pick of the rest — the score removes harm, chance keeps
+  coverage.
 
 Every rule first removes rows that are not `ok` or have a non-finite utility, then (where set) applies a
 harm filter; ties break by id, and every random choice takes the rule's seed.
@@ -31,6 +34,12 @@ class FilterStratify:
     drop_negative: bool = False  # drop utility < 0 too (the toxic sign)
     strata: int = 10         # equal-width utility strata of the rest
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class FilterRandom:
+    drop: float = 0.4        # share of the usable rows dropped first, by their worse harm signal (`harm_rank`)
+    seed: int = 0            # the uniform pick among the rest
 
 
 @dataclass(frozen=True)
@@ -112,6 +121,39 @@ def filter_stratify(scores: pd.DataFrame, fraction: float, rule: FilterStratify 
     return _ids(scores, chosen)
 
 
+def harm_rank(scores: pd.DataFrame) -> np.ndarray:
+    """Each row's percentile rank among the usable rows by its worse harm signal (low = harmful): the utility
+    and, when the frame has a `shift` column (`ost.method.shift`), the validation shift. Each signal misses harm
+    the other sees: a wrong rule that still teaches the format keeps a small positive utility but its loss rises
+    once the proxy learns clean data; a sample far from the validation set's questions barely moves with them.
+    NaN for rows that are not usable."""
+    rows = eligible(scores)
+    signals = ["utility"] + (["shift"] if "shift" in scores.columns else [])
+    ranks = [scores[c].iloc[rows].rank(pct=True, method="average").to_numpy() for c in signals]
+    out = np.full(len(scores), np.nan)
+    out[rows] = np.minimum.reduce(ranks)
+    return out
+
+
+def filter_random(scores: pd.DataFrame, fraction: float, rule: FilterRandom = FilterRandom()) -> list:
+    """Drop the `rule.drop` share of the usable rows that `harm_rank` puts lowest, then a seeded uniform pick
+    of the asked size from the rest.
+
+    Why not the best-ranked rest: the mean validation gradient favours the easy samples most validation samples
+    agree on, so ranking by it gives up the hard regions of the task (plain top-k keeps almost no hard item),
+    and at small fractions a score-ordered pick falls below random (CCS). The score is trusted to find harm;
+    among what it keeps, a random pick keeps every region near its pool share."""
+    if not 0 <= rule.drop < 1:
+        raise ValueError(f"drop must be in [0, 1), got {rule.drop}")
+    rows = eligible(scores)
+    k = _k(scores, fraction, len(rows))
+    harm = harm_rank(scores)[rows]
+    ids = scores["id"].astype(str).to_numpy()[rows]
+    order = rows[np.lexsort((ids, harm))]                  # most harmful first, ties by id
+    kept = np.sort(order[min(int(round(rule.drop * len(rows))), len(rows) - k):])   # never fewer than asked
+    return _ids(scores, np.sort(np.random.default_rng(rule.seed).choice(kept, k, replace=False)))
+
+
 def _unit(x):
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
@@ -178,20 +220,6 @@ def round_robin(scores: pd.DataFrame, features, val_features, fraction: float,
     return _ids(scores, chosen)
 
 
-# The default rule, chosen by principle before its check on a second pool: the paper's own criterion — how
-# much a step lowers the validation loss — taken for the subset that will be trained on rather than for each
-# sample alone, so samples that teach the same thing are not counted twice (top-k's failure: the easy majority
-# all point the same way); η = 1 and the toxic sign (utility < 0) leave nothing to tune. On the proxy screen
-# (results/bench/selector_screen*.json) it gives the lowest test loss of the label-free rules on both pools, but
-# not the highest exact match, and it keeps most of the planted noise the sign does not flag.
-DEFAULT = Lookahead(drop_negative=True)
-
-
-def default(scores: pd.DataFrame, features, val_features, fraction: float) -> list:
-    """The project's subset rule: `lookahead_greedy` under `DEFAULT`."""
-    return lookahead_greedy(scores, features, val_features, fraction, DEFAULT)
-
-
 def max_alignment(scores: pd.DataFrame, features, val_features, fraction: float,
                   rule: MaxAlignment = MaxAlignment()) -> list:
     """Top-k by max_j cos(φ_c, φ_val_j): a candidate counts for the one validation sample it serves best."""
@@ -199,3 +227,32 @@ def max_alignment(scores: pd.DataFrame, features, val_features, fraction: float,
     k = _k(scores, fraction, len(rows))
     best = pd.Series(a.max(0), index=_ids(scores, rows))
     return list(select._ranked(best).index[:k])
+
+
+# Every rule by the name `ost.select`, the CLI's --selector and notebook 03 use. Rules marked as needing
+# features read the gradient sketches of `ost.method.sketch` (pool `features`, `val_features`).
+RULES = {
+    "filter-random": lambda s, f, seed, feats, val: filter_random(s, f, FilterRandom(seed=seed)),
+    "topk": lambda s, f, seed, feats, val: top_k(s, f),
+    "ccs": lambda s, f, seed, feats, val: filter_stratify(s, f, FilterStratify(drop=0.35, seed=seed)),
+    "lookahead": lambda s, f, seed, feats, val: lookahead_greedy(s, feats, val, f, Lookahead(drop_negative=True)),
+    "round-robin": lambda s, f, seed, feats, val: round_robin(s, feats, val, f, RoundRobin(drop=0.0,
+                                                                                          drop_negative=True)),
+    "max-align": lambda s, f, seed, feats, val: max_alignment(s, feats, val, f),
+}
+NEEDS_FEATURES = ("lookahead", "round-robin", "max-align")
+# The default, chosen by principle and then checked unchanged on a second pool (docs/selection.md): the score
+# removes harm, chance keeps every region.
+DEFAULT = "filter-random"
+
+
+def choose(scores: pd.DataFrame, fraction: float, rule: str = DEFAULT, *, seed: int = 0, features=None,
+           val_features=None) -> list:
+    """The ids `rule` (a name of RULES) keeps from `scores` (id, utility, status and, for the default, shift)."""
+    if rule not in RULES:
+        raise ValueError(f"unknown selector {rule!r}; known: {sorted(RULES)}")
+    if rule in NEEDS_FEATURES and (features is None or val_features is None):
+        raise ValueError(f"selector {rule!r} needs the gradient features of the scoring pass (score with a "
+                         "sketch: ost.method.sketch); the rules that need only scores are "
+                         f"{sorted(set(RULES) - set(NEEDS_FEATURES))}")
+    return RULES[rule](scores, fraction, seed, features, val_features)

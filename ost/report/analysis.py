@@ -113,16 +113,18 @@ def summary_rows(runs: pd.DataFrame, score_seconds: dict) -> list:
             for row in out[fields].to_dict("records")]
 
 
-PROXY_SCORERS = ("ost", "ost-cover", "loss", "loss-high", "ifd", "ost-paper")   # they need the warmed proxy
-FREE = ("full", "random", "oracle", "oracle-clean")                               # no model: no selection cost
+PROXY_SCORERS = ("ost", "ost-topk", "ost-cover", "loss", "loss-high", "ifd", "ost-paper")   # they need the proxy
+FREE = ("full", "random", "oracle", "oracle-clean", "clean-random")                  # no model: no selection cost
 
 
 def selection_seconds(warmup: dict, scoring: dict, baselines: dict) -> dict:
     """What selecting a subset cost each method, from notebooks 01, 02 and 04's records: a proxy-based
-    scorer pays for the proxy's warm-up plus its own pass (OST and its coverage variant share notebook 02's
-    pass); the judge and DEITA pay for their own model; random, the oracles and Full-SFT nothing."""
+    scorer pays for the proxy's warm-up plus its own pass (OST's top-k and coverage variant share notebook 02's
+    pass, the default selector adds the validation shift); the judge and DEITA pay for their own model;
+    random, the oracles and Full-SFT nothing."""
     own = {c["name"]: c["seconds"] for c in baselines["costs"]}
-    own["ost"] = own["ost-cover"] = scoring["score_seconds"]
+    own["ost-topk"] = own["ost-cover"] = scoring["score_seconds"]
+    own["ost"] = scoring["score_seconds"] + scoring["shift_seconds"]    # its harm flag reads the shift too
     out = dict.fromkeys(FREE, 0.0)
     out.update({m: warmup["train_seconds"] + own[m] for m in PROXY_SCORERS if m in own})
     out.update({m: own[m] for m in ("judge", "deita") if m in own})

@@ -1,0 +1,41 @@
+"""The validation shift: how each sample's loss moves while the warmed proxy learns the clean validation set.
+
+One SGD step along the validation gradient changes sample i's loss by -η⟨g_i, ĝ_val⟩ at first order: the
+paper's one-step utility, read from the pool's side. Taken to convergence (the warm-up's own schedule, on
+the validation set), the same question — does learning clean data agree with this sample? — stops being
+first order. That matters for the harm the utility misses: a sample that teaches a wrong rule also
+teaches the format and the digit reading, so its one step still lowers the validation loss a little (its
+utility stays above 0), but once the proxy has learned the right rule from clean data, its loss has risen.
+
+shift_i = ℓ_i(θ_warm) - ℓ_i(θ_warm → fine-tuned on the validation set). Below 0: the sample contradicts the
+validation data (a harm flag with a natural threshold, as the paper's utility < 0 is). It costs one short
+fine-tune on the validation set and two answer-loss passes over the pool (forward only).
+"""
+import copy
+
+import numpy as np
+import pandas as pd
+
+from ost.models import train
+from ost.runs.settings import Warmup
+
+
+def validation_shift(model, tokenizer, processor, pool, validation, warm_up: Warmup = Warmup(),
+                     statuses=None, progress: bool = False) -> pd.DataFrame:
+    """(index = pool id) `loss` at the warmed proxy, `loss_after` once a copy of it has taken the warm-up's
+    schedule (`warm_up.sft_kwargs()`) on `validation`, and `shift` = loss - loss_after. The model passed in
+    is left as it was. With `statuses` (id → status, e.g. scores.parquet's), rows not `ok` get NaN and are
+    not run: a record the scorer skipped is not scored here either."""
+    ids = list(pool["id"])
+    ok = np.ones(len(ids), dtype=bool) if statuses is None else (
+        pd.Series(statuses).reindex(ids).to_numpy() == "ok")
+    rows = pool.select(np.flatnonzero(ok).tolist())
+    before = train.answer_losses(model, tokenizer, processor, rows).double().numpy()
+    tuned = copy.deepcopy(model)
+    train.sft(tuned, tokenizer, processor, validation, **warm_up.sft_kwargs(), progress=progress)
+    after = train.answer_losses(tuned, tokenizer, processor, rows).double().numpy()
+    out = pd.DataFrame({"loss": np.nan, "loss_after": np.nan}, index=pd.Index(ids, name="id"))
+    out.loc[out.index[ok], "loss"] = before
+    out.loc[out.index[ok], "loss_after"] = after
+    out["shift"] = out["loss"] - out["loss_after"]
+    return out
