@@ -94,9 +94,9 @@ def roc_by_kind(scores, labels, title: str, ax=None):
     return ax
 
 
-def utility_vs_norm(utility, norms, labels, title: str, ax=None):
-    """Utility against the sample's gradient norm (log x), one colour per noise kind: does the score
-    follow how large the gradient is rather than where it points?"""
+def utility_vs_norm(utility, norms, labels, title: str, ax=None, xlabel: str = "gradient norm ‖g_i‖"):
+    """Utility against the sample's gradient norm (or another positive quantity, e.g. the proxy's loss; log x),
+    one colour per noise kind: does the score follow how large the gradient is rather than where it points?"""
     import numpy as np
     utility, norms, labels = np.asarray(utility, dtype=float), np.asarray(norms, dtype=float), np.asarray(labels)
     ax = ax or plt.subplots(figsize=(6.4, 4.6))[1]
@@ -105,7 +105,7 @@ def utility_vs_norm(utility, norms, labels, title: str, ax=None):
         ax.scatter(norms[m], utility[m], s=6 if k == "clean" else 10, alpha=0.35 if k == "clean" else 0.8,
                    color="grey" if k == "clean" else color, label=k)
     ax.set_xscale("log"), ax.axhline(0, color="firebrick", lw=1, ls="--")
-    ax.set_xlabel("gradient norm ‖g_i‖"), ax.set_ylabel("utility"), ax.set_title(title)
+    ax.set_xlabel(xlabel), ax.set_ylabel("utility"), ax.set_title(title)
     ax.legend(fontsize=7, markerscale=1.5, ncol=2)
     return ax
 
