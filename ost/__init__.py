@@ -18,9 +18,10 @@ _hf_logging.disable_progress_bar()     # "Loading weights" bars, once per model 
 
 __version__ = "0.1.0"
 
-# the few names a user needs, loaded on first use (so `import ost` stays light)
+# the few names a user needs, loaded on first use (so `import ost` stays light): name → module (, its name there)
 _EXPORTS = {"Step": "method.step", "one_step_utility": "method.one_step", "score_pool": "method.score",
-            "score_samples": "method.score", "top_fraction": "method.select", "toxic_flags": "method.select",
+            "score_samples": "method.score", "validation_shift": "method.shift",
+            "select": ("method.coverage", "choose"), "top_fraction": "method.select", "toxic_flags": "method.select",
             "load_any": "data.loaders"}
 __all__ = sorted(_EXPORTS)
 
@@ -28,5 +29,6 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name):
     if name in _EXPORTS:
         import importlib
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        module, attr = _EXPORTS[name] if isinstance(_EXPORTS[name], tuple) else (_EXPORTS[name], name)
+        return getattr(importlib.import_module(f".{module}", __name__), attr)
     raise AttributeError(f"module 'ost' has no attribute {name!r}")

@@ -155,3 +155,9 @@ def test_scoring_with_a_sketch_keeps_the_utility_and_sketches_its_inner_products
     np.testing.assert_allclose(u.to_numpy(), plain.to_numpy(), rtol=1e-9)
     assert f.shape == (16, wide) and v.shape == (8, wide)
     assert np.corrcoef(f @ v.mean(0), u.to_numpy())[0, 1] > 0.95
+
+
+def test_the_package_names_the_selector_and_every_entry_point_resolves():
+    import ost
+    assert ost.select is coverage.choose
+    assert all(callable(getattr(ost, name)) for name in ost.__all__)
