@@ -36,7 +36,7 @@ from ost.experiments import transfer
 from ost.method import coverage, score, select, shift
 from ost.method.step import DEFAULT
 from ost.models import base, presets, train
-from ost.runs.settings import Warmup
+from ost.runs.settings import SFT, Warmup
 
 WARMUP = Warmup()  # the notebooks' stage-01 defaults (ost.runs.settings)
 COMPETENT = 0.5     # validation exact match below which the summary says not to trust the ranking
@@ -156,18 +156,17 @@ def score_stage(out, *, batch_size=32, part_size=256, max_length=None) -> dict:
 
 def shift_stage(out) -> dict:
     """DIR/shift.parquet: each usable record's validation shift (`ost.method.shift`), from the warmed proxy
-    fine-tuned on VAL with the warm-up's own schedule; the harm flag of the default selector reads it."""
+    fine-tuned on VAL in the SFT regime (`ost.runs.settings.SFT`); the default selector's harm rank reads it."""
     out = Path(out)
-    warm = _settings(out / "warmup.json").get("settings") or {}
-    settings = dict(warmup=warm, score=_settings(out / "score.json").get("settings"))
+    settings = dict(regime=SFT().as_dict(), warmup=_settings(out / "warmup.json").get("settings"),
+                    score=_settings(out / "score.json").get("settings"))
     if _done(out, "shift", settings) and (out / "shift.parquet").exists():
         return _settings(out / "shift.json")
     dd = _prepared(out)
     model, tok, proc = presets.load(out / "proxy")
     status = score.read_scores(out / "scores.parquet").set_index("id")["status"]
     start = time.perf_counter()
-    frame = shift.validation_shift(model, tok, proc, dd["pool"], dd["validation"], Warmup.from_params(warm),
-                                   statuses=status, progress=True)
+    frame = shift.validation_shift(model, tok, proc, dd["pool"], dd["validation"], statuses=status, progress=True)
     frame.reset_index().to_parquet(out / "shift.parquet", index=False)
     _record(out, "shift", settings, time.perf_counter() - start, negative=int((frame["shift"] < 0).sum()))
     return _settings(out / "shift.json")

@@ -124,9 +124,9 @@ def filter_stratify(scores: pd.DataFrame, fraction: float, rule: FilterStratify 
 def harm_rank(scores: pd.DataFrame) -> np.ndarray:
     """Each row's percentile rank among the usable rows by its worse harm signal (low = harmful): the utility
     and, when the frame has a `shift` column (`ost.method.shift`), the validation shift. Each signal misses harm
-    the other sees: a wrong rule that still teaches the format keeps a small positive utility but its loss rises
-    once the proxy learns clean data; a sample far from the validation set's questions barely moves with them.
-    NaN for rows that are not usable."""
+    the other sees: a wrong rule that still teaches the format keeps a small positive utility, but its loss rises
+    once the proxy learns clean data; a lone wrong answer barely moves while the proxy learns the validation set,
+    but its step points away from it. NaN for rows that are not usable."""
     rows = eligible(scores)
     signals = ["utility"] + (["shift"] if "shift" in scores.columns else [])
     ranks = [scores[c].iloc[rows].rank(pct=True, method="average").to_numpy() for c in signals]

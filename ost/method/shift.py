@@ -8,8 +8,13 @@ teaches the format and the digit reading, so its one step still lowers the valid
 utility stays above 0), but once the proxy has learned the right rule from clean data, its loss has risen.
 
 shift_i = ℓ_i(θ_warm) - ℓ_i(θ_warm → fine-tuned on the validation set). Below 0: the sample contradicts the
-validation data (a harm flag with a natural threshold, as the paper's utility < 0 is). It costs one short
-fine-tune on the validation set and two answer-loss passes over the pool (forward only).
+validation data. It costs one short fine-tune on the validation set and two answer-loss passes over the pool
+(forward only).
+
+The fine-tune takes the target's SFT regime (`ost.runs.settings.SFT`: the learning rate and epochs
+results/main/regime.json chose for learning this task), not the warm-up's longer, hotter schedule: 200
+validation samples learned at the warm-up's rate for 12 epochs are memorised, and the shift then measures
+the memorising (on the main pool it ranked the noise worse and its subset trained 4 points worse, seed 0).
 """
 import copy
 
@@ -17,22 +22,23 @@ import numpy as np
 import pandas as pd
 
 from ost.models import train
-from ost.runs.settings import Warmup
+from ost.runs.settings import SFT
 
 
-def validation_shift(model, tokenizer, processor, pool, validation, warm_up: Warmup = Warmup(),
+def validation_shift(model, tokenizer, processor, pool, validation, regime: SFT = SFT(), seed: int = 0,
                      statuses=None, progress: bool = False) -> pd.DataFrame:
-    """(index = pool id) `loss` at the warmed proxy, `loss_after` once a copy of it has taken the warm-up's
-    schedule (`warm_up.sft_kwargs()`) on `validation`, and `shift` = loss - loss_after. The model passed in
-    is left as it was. With `statuses` (id → status, e.g. scores.parquet's), rows not `ok` get NaN and are
-    not run: a record the scorer skipped is not scored here either."""
+    """(index = pool id) `loss` at the warmed proxy, `loss_after` once a copy of it has been fine-tuned on
+    `validation` in `regime` (its epochs, lr and batch size; `seed` orders the batches), and `shift` = loss -
+    loss_after. The model passed in is left as it was. With `statuses` (id → status, e.g. scores.parquet's),
+    rows not `ok` get NaN and are not run: a record the scorer skipped is not scored here either."""
     ids = list(pool["id"])
     ok = np.ones(len(ids), dtype=bool) if statuses is None else (
         pd.Series(statuses).reindex(ids).to_numpy() == "ok")
     rows = pool.select(np.flatnonzero(ok).tolist())
     before = train.answer_losses(model, tokenizer, processor, rows).double().numpy()
     tuned = copy.deepcopy(model)
-    train.sft(tuned, tokenizer, processor, validation, **warm_up.sft_kwargs(), progress=progress)
+    train.sft(tuned, tokenizer, processor, validation, epochs=regime.sft_epochs, lr=regime.sft_lr,
+              batch_size=regime.sft_batch_size, seed=seed, progress=progress)
     after = train.answer_losses(tuned, tokenizer, processor, rows).double().numpy()
     out = pd.DataFrame({"loss": np.nan, "loss_after": np.nan}, index=pd.Index(ids, name="id"))
     out.loc[out.index[ok], "loss"] = before
