@@ -233,6 +233,8 @@ def max_alignment(scores: pd.DataFrame, features, val_features, fraction: float,
 # features read the gradient sketches of `ost.method.sketch` (pool `features`, `val_features`).
 RULES = {
     "filter-random": lambda s, f, seed, feats, val: filter_random(s, f, FilterRandom(seed=seed)),
+    "filter-random-utility": lambda s, f, seed, feats, val: filter_random(s.drop(columns="shift", errors="ignore"), f,
+                                                                          FilterRandom(seed=seed)),
     "topk": lambda s, f, seed, feats, val: top_k(s, f),
     "ccs": lambda s, f, seed, feats, val: filter_stratify(s, f, FilterStratify(drop=0.35, seed=seed)),
     "lookahead": lambda s, f, seed, feats, val: lookahead_greedy(s, feats, val, f, Lookahead(drop_negative=True)),

@@ -12,9 +12,10 @@ validation data. It costs one short fine-tune on the validation set and two answ
 (forward only).
 
 The fine-tune takes the target's SFT regime (`ost.runs.settings.SFT`: the learning rate and epochs
-results/main/regime.json chose for learning this task), not the warm-up's longer, hotter schedule: 200
-validation samples learned at the warm-up's rate for 12 epochs are memorised, and the shift then measures
-the memorising (on the main pool it ranked the noise worse and its subset trained 4 points worse, seed 0).
+results/main/regime.json chose for learning this task), not the warm-up's longer, hotter schedule, under which
+200 validation samples are memorised; the shift should measure what learning the clean data does to a sample.
+On the main pool the two schedules gave subsets that trained alike within the seed spread
+(docs/selection.md).
 """
 import copy
 
