@@ -211,7 +211,8 @@ def select_stage(out, *, fraction=0.2, selector=coverage.DEFAULT, seed=0, toxic_
     toxic.sort_values(["utility", "id"]).to_csv(out / "toxic.csv", index=False)
     stages = {s: _settings(out / f"{s}.json") for s in ("prepare", "warmup", "score", "shift")}
     report = dict(rows=len(frame), status=frame["status"].value_counts().sort_index().to_dict(),
-                  selected=len(kept), fraction=fraction, selector=dict(name=selector, seed=seed),
+                  selected=len(kept), fraction=fraction,
+                  selector=dict(name=selector, seed=seed, signals=["utility"] + (["shift"] if "shift" in ok else [])),
                   toxic=int(flags.sum()), toxic_threshold=toxic_threshold,
                   seconds={s: v.get("seconds") for s, v in stages.items() if v},
                   settings={s: v.get("settings") for s, v in stages.items() if v},

@@ -47,7 +47,8 @@ def test_one_command_writes_every_output(mine, capsys):
     harm = frame.join(shifts, on="id").assign(harm=lambda f: coverage.harm_rank(f)).sort_values(["harm", "id"])
     worst = set(harm["id"][:round(0.4 * 48)])
     assert not worst & set(kept["id"])                          # the default never keeps the 40 % ranked worst
-    assert report["selector"] == {"name": "filter-random", "seed": 0} and report["toxic"] == len(toxic)
+    assert report["selector"] == {"name": "filter-random", "seed": 0, "signals": ["utility", "shift"]}
+    assert report["toxic"] == len(toxic)
     assert set(report["seconds"]) == {"prepare", "warmup", "score", "shift"}
     before = {p.name: p.read_bytes() for p in out.glob("*.json")}
     cli.main(args)                                               # a rerun redoes nothing and writes the same
