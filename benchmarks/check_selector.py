@@ -26,10 +26,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 import screen_selectors as screen  # noqa: E402  (the same references, composition and target runs)
 
 from ost.data import pool as synth  # noqa: E402
-from ost.data import schema  # noqa: E402
 from ost.experiments import transfer  # noqa: E402
 from ost.method import coverage, score, shift  # noqa: E402
-from ost.runs.settings import Pool, Warmup  # noqa: E402
+from ost.runs.settings import Warmup  # noqa: E402
 
 FRACTION = 0.2
 
@@ -73,11 +72,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     config = yaml.safe_load(args.config.read_text()) or {}
-    changes = {} if args.pool_seed is None else {"pool_seed": args.pool_seed}
-    if args.extra_kinds:
-        changes["extra_kinds"] = list(synth.HELD_OUT)
-    dd = schema.config_pool(config, **changes)
-    tag = Path(schema.make_pool(**Pool.from_params({**config, **changes}).pool_params())).name
+    dd, tag, _ = screen.pool_for(config, args.pool_seed, args.extra_kinds)
     warm_up = Warmup.from_params(config)
     frame = scored(dd, warm_up, Path("data/runs/selector_check") / f"{tag}-{warm_up.warmup_epochs:g}ep-sft-shift")
     chosen = subsets(dd, frame, seed=0)
@@ -85,10 +80,7 @@ def main(argv=None):
     for name in names:
         print(f"{name}: {len(chosen[name])} samples, " + ", ".join(
             f"{k} {v:.1%}" for k, v in screen.composition(dd, chosen[name]).items()), flush=True)
-    rows = screen.confirm(dd, chosen, names, args.seeds, args.out)
-    for name in names:
-        acc = [r["accuracy"] for r in rows if r["subset"] == name]
-        print(f"{name}: " + " / ".join(f"{a:.1%}" for a in acc) + f", mean {np.mean(acc):.1%}")
+    screen.print_target(screen.confirm(dd, chosen, names, args.seeds, args.out), names)
 
 
 if __name__ == "__main__":

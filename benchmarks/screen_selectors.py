@@ -64,6 +64,23 @@ def references(dd, seed):
             "oracle clean-random": np.random.default_rng(seed).choice(clean, k, replace=False).tolist()}
 
 
+def pool_for(config: dict, pool_seed=None, extra_kinds: bool = False):
+    """(DatasetDict, its cache folder's name, `Pool` settings) of the config's pool, with another seed and the
+    held-out noise kinds when asked: the pool a benchmark run names on its command line."""
+    changes = {} if pool_seed is None else {"pool_seed": pool_seed}
+    if extra_kinds:
+        changes["extra_kinds"] = list(synth.HELD_OUT)
+    pool_cfg = Pool.from_params({**config, **changes})
+    return schema.config_pool(config, **changes), Path(schema.make_pool(**pool_cfg.pool_params())).name, pool_cfg
+
+
+def print_target(rows, names):
+    """Each named subset's target accuracy per seed and its mean."""
+    for name in names:
+        acc = [r["accuracy"] for r in rows if r["subset"] == name]
+        print(f"{name}: " + " / ".join(f"{a:.1%}" for a in acc) + f", mean {np.mean(acc):.1%}")
+
+
 def composition(dd, ids) -> dict:
     frame = dd["pool"].select_columns(["id", "noise", "difficulty"]).to_pandas().set_index("id").loc[list(ids)]
     out = {"noise": float(frame["noise"].isin(synth.TOXIC).mean())}
@@ -163,21 +180,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     config = yaml.safe_load(args.config.read_text()) or {}
-    changes = {} if args.pool_seed is None else {"pool_seed": args.pool_seed}
-    if args.extra_kinds:
-        changes["extra_kinds"] = list(synth.HELD_OUT)
-    pool_cfg = Pool.from_params({**config, **changes})
-    dd = schema.config_pool(config, **changes)
-    tag = Path(schema.make_pool(**pool_cfg.pool_params())).name
+    dd, tag, pool_cfg = pool_for(config, args.pool_seed, args.extra_kinds)
     warm_up = Warmup.from_params(config)
     cache = Path("data/runs/selector_screen") / f"{tag}-{warm_up.warmup_epochs:g}ep-sketch{args.sketch_dim}"
     scores, feats, val_feats = features(dd, warm_up, cache, Sketch(dim=args.sketch_dim, seed=args.seed))
     subsets = {**references(dd, args.seed), **rules(scores, feats, val_feats, args.seed)}
     if args.target:
-        rows = confirm(dd, subsets, args.target, args.target_seeds, args.out.with_suffix(".target.jsonl"))
-        for name in args.target:
-            acc = [r["accuracy"] for r in rows if r["subset"] == name]
-            print(f"{name}: " + " / ".join(f"{a:.1%}" for a in acc) + f", mean {np.mean(acc):.1%}")
+        print_target(confirm(dd, subsets, args.target, args.target_seeds, args.out.with_suffix(".target.jsonl")),
+                     args.target)
         return
     if args.only:
         subsets = {k: v for k, v in subsets.items() if k in args.only}

@@ -170,3 +170,9 @@ def test_packaged_judge_and_embedder_score_two_samples(pool, tmp_path):
     v = emb.encode(["What is 3 + 4?", "What is 3 plus 4?", "The cat sat on the mat."])
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1, rtol=1e-5)
     assert v.shape == (3, 384) and v[0] @ v[1] > v[0] @ v[2]
+
+
+def test_written_names_every_method_whose_subsets_the_suite_writes(pool):
+    results = suite.free_scores(["random", "oracle"], pool, seed=0)
+    written = {name.split("@")[0] for name in suite.subsets(results, [0.25], pool)}
+    assert written <= set(suite.WRITTEN) and not {"ost", "ost-topk", "ost-cover"} & set(suite.WRITTEN)

@@ -12,6 +12,7 @@ FREE = ("random", "oracle")
 PROXY = ("loss", "loss-high", "ifd", "ost-paper")
 JUDGED = ("judge", "deita")
 KNOWN = FREE + PROXY + JUDGED
+WRITTEN = KNOWN + ("oracle-clean", "clean-random")   # every method whose subsets `subsets` may name
 
 
 def check(names) -> list:
