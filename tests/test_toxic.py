@@ -1,46 +1,13 @@
-"""ost.method.toxic: the leave-one-out calibration against scoring each validation sample with the others
-as the validation set, and the calibrated flag's false-flag rate on clean samples."""
+"""ost.method.toxic: the calibration split, the warm-up it joins, and the calibrated flag's false-flag rate
+on clean samples."""
 import numpy as np
 import pandas as pd
 import pytest
-import torch
-from conftest import TINY
-from test_utility import warmed_adam
 
 from ost.data import schema
-from ost.method import score, toxic
-from ost.method.step import DEFAULT, PAPER, Step
-from ost.models import collate, presets
-
-
-@pytest.fixture(scope="module")
-def tiny(tokenizer, processor, records):
-    model = presets.build(TINY, tokenizer)
-    col = collate.Collator(tokenizer, processor)
-    warm, state = warmed_adam(model, [col(records[0:4]), col(records[4:8])], collate.per_sample_loss, steps=30,
-                              lr=1e-3)
-    return warm, state, schema.to_dataset(records[20:25])
-
-
-@pytest.mark.parametrize("step", [DEFAULT, PAPER, Step(optimizer="sgd", normalize=True, unit_val=True,
-                                                       continue_warmup=False)], ids=lambda s: s.label)
-def test_calibration_scores_each_validation_sample_against_the_others(tiny, tokenizer, processor, step):
-    model, state, val = tiny
-    warm_state = state if step.optimizer == "adam" else None
-    got = toxic.calibration(model, tokenizer, processor, val, step=step, warm_state=warm_state)
-    for j in range(len(val)):
-        others = val.select([k for k in range(len(val)) if k != j])
-        want = score.score_samples(model, tokenizer, processor, val.select([j]), others, step=step,
-                                   warm_state=warm_state, with_loss=True)
-        row = got.loc[val[j]["id"]]
-        assert row["utility"] == pytest.approx(want["utility"].iloc[0], rel=1e-4, abs=1e-12)
-        assert row["loss"] == pytest.approx(want["loss"].iloc[0], rel=1e-6)
-
-
-def test_calibration_refuses_the_exact_step(tiny, tokenizer, processor):
-    model, state, val = tiny
-    with pytest.raises(ValueError, match="first-order"):
-        toxic.calibration(model, tokenizer, processor, val, step=DEFAULT.with_(method="exact"), warm_state=state)
+from ost.experiments import transfer
+from ost.method import toxic
+from ost.runs.settings import Warmup
 
 
 def _clean(n, seed, rho=0.5):
@@ -60,7 +27,7 @@ def test_the_realised_false_flag_rate_on_clean_samples_is_q(signals, q):
     sd = np.sqrt(q * (1 - q) * (1 / n_cal + 1 / n_pool))
     assert all(abs(r - q) < 4 * sd for r in rates), rates
     if len(signals) == 2:                   # the union spends q once, not once per signal
-        single = toxic.flag(_clean(n_pool, 100), _clean(n_cal, 0), toxic.Flag(q=q))["flag"].mean()
+        single = toxic.flag(_clean(n_pool, 100), _clean(n_cal, 0), toxic.Flag(q=q, signals=("utility",)))["flag"].mean()
         assert abs(rates[0] - single) < 4 * sd
 
 
@@ -69,7 +36,8 @@ def test_flags_follow_the_signals_and_skip_unscored_rows():
     scores = pd.DataFrame({"utility": [-5.0, 0.0, 0.0, np.nan], "loss": [0.0, 5.0, 0.0, 0.0]}, index=list("abcd"))
     both = toxic.flag(scores, cal, toxic.Flag(signals=("utility", "loss")))
     assert both["flag"].tolist() == [True, True, False, False]
-    assert toxic.flag(scores, cal)["flag"].tolist() == [True, False, False, False]     # utility alone
+    alone = toxic.flag(scores, cal, toxic.Flag(signals=("utility",)))
+    assert alone["flag"].tolist() == [True, False, False, False]
     assert np.isnan(both.loc["d", "p"])
     sign = toxic.flag(scores, cal, toxic.Flag(rule="sign"))
     assert sign["flag"].tolist() == [True, False, False, False] and (sign["threshold"] == 0).all()
@@ -82,15 +50,37 @@ def test_flag_settings_are_checked(bad):
         toxic.Flag(**bad)
 
 
-def test_self_utilities_is_the_utility_against_the_sample_alone(tiny, tokenizer, processor):
-    model, state, val = tiny
-    from ost.method import one_step
-    from ost.models.train import frozen_vision
-    col = collate.Collator(tokenizer, processor)
-    batches = [col([val[j]]) for j in range(len(val))]
-    with frozen_vision(model):
-        own = one_step.self_utilities(model, batches, collate.per_sample_loss,
-                                      **{k: v for k, v in DEFAULT.kwargs(state).items() if k != "method"})
-        alone = torch.stack([DEFAULT.utility(model, [b], [b], collate.per_sample_loss, warm_state=state)[0]
-                             for b in batches])
-    torch.testing.assert_close(own, alone, rtol=1e-4, atol=1e-12)
+def test_rank_breaks_ties_beyond_the_calibration_by_how_extreme_the_worse_signal_is():
+    cal = _clean(200, 2)
+    scores = pd.DataFrame({"utility": [-9.0, -20.0, 0.0, -7.0], "loss": [0.0, 0.0, 30.0, np.nan]}, index=list("abcd"))
+    out = toxic.flag(scores, cal)
+    assert out["p"].iloc[:3].nunique() == 1                      # all three lie beyond every calibration sample
+    # within the pool: b has the lowest utility (1/4), c the highest loss (1/3), a the second-lowest utility (2/4)
+    assert out["rank"].iloc[:3].tolist() == [3, 1, 2] and np.isnan(out.loc["d", "rank"])
+
+
+def test_split_calibration_is_seeded_disjoint_and_complete(records):
+    val = schema.to_dataset(records[:40])
+    rest, cal = toxic.split_calibration(val, 0.25, seed=3)
+    assert len(cal) == 10 and len(rest) == 30
+    assert set(rest["id"]) | set(cal["id"]) == set(val["id"]) and not set(rest["id"]) & set(cal["id"])
+    assert toxic.split_calibration(val, 0.25, seed=3)[1]["id"] == cal["id"]
+    assert toxic.split_calibration(val, 0.25, seed=4)[1]["id"] != cal["id"]
+    for bad in (0.0, 1.0, 0.01):
+        with pytest.raises(ValueError):
+            toxic.split_calibration(val, bad)
+
+
+def test_the_calibration_samples_join_the_warm_up_in_the_pools_share(records, monkeypatch):
+    import datasets
+    seen = {}
+    monkeypatch.setattr(transfer.base, "load_model", lambda *a, **k: (None, None, None))
+    monkeypatch.setattr(transfer.train, "sft", lambda m, t, p, data, **k: seen.setdefault("ids", list(data["id"])))
+    dd = datasets.DatasetDict(pool=schema.to_dataset(records[:40]))
+    cal = schema.to_dataset(records[40:60])
+    transfer.warm(dd, Warmup(warmup_fraction=0.5), calibration=cal)
+    ids = seen["ids"]
+    assert len(ids) == 20 + 10 and len(set(ids) & set(cal["id"])) == 10
+    seen.clear()
+    transfer.warm(dd, Warmup(warmup_fraction=0.5))
+    assert len(seen["ids"]) == 20 and not set(seen["ids"]) & set(cal["id"])

@@ -9,6 +9,7 @@ warm-up slice, score samples with a one-step utility):
 """
 from dataclasses import replace
 
+import datasets
 import numpy as np
 import pandas as pd
 import torch
@@ -25,9 +26,11 @@ def warm_rows(n_pool: int, fraction: float, seed: int) -> list:
     return sorted(np.random.default_rng(seed).permutation(n_pool)[:round(fraction * n_pool)].tolist())
 
 
-def warm(dd, warm_up: Warmup, warm_ids=None, progress=False):
+def warm(dd, warm_up: Warmup, warm_ids=None, progress=False, calibration=None):
     """(model, tokenizer, processor, sft log) of `warm_up.proxy` fine-tuned as `warm_up` says: on `warm_ids`
-    (a slice recorded elsewhere, e.g. notebook 01's) or, without them, on the warm-up's own slice (`warm_rows`)."""
+    (a slice recorded elsewhere, e.g. notebook 01's) or, without them, on the warm-up's own slice (`warm_rows`).
+    `calibration` (clean samples, `ost.method.toxic.split_calibration`) joins the warm-up in the pool's share,
+    so the toxic threshold is calibrated on samples treated exactly as the pool's clean ones."""
     if warm_ids is None:
         rows = warm_rows(len(dd["pool"]), warm_up.warmup_fraction, warm_up.warmup_seed)
     else:
@@ -37,7 +40,11 @@ def warm(dd, warm_up: Warmup, warm_ids=None, progress=False):
             raise KeyError(f"{len(missing)} warm-up ids are not in the pool, e.g. {missing[:3]}")
         rows = sorted(where[i] for i in warm_ids)
     model, tok, proc = base.load_model(warm_up.proxy, progress=progress)
-    log = train.sft(model, tok, proc, dd["pool"].select(rows), **warm_up.sft_kwargs(), progress=progress)
+    data = dd["pool"].select(rows)
+    if calibration is not None and len(calibration):
+        extra = calibration.select(warm_rows(len(calibration), warm_up.warmup_fraction, warm_up.warmup_seed))
+        data = datasets.concatenate_datasets([data, extra.cast(data.features)])
+    log = train.sft(model, tok, proc, data, **warm_up.sft_kwargs(), progress=progress)
     return model, tok, proc, log
 
 

@@ -165,34 +165,6 @@ def val_gradient(model, val_batches, loss_fn, unit_val=False) -> list:
             m.training = mode
 
 
-def self_utilities(model, batches, loss_fn, *, lr, optimizer="sgd", adam_state=None, normalize=False,
-                   unit_val=False) -> torch.Tensor:
-    """float64 (N,): each sample's first-order utility against its own share of the validation gradient,
-    u_j(g_j) (g_j at unit length with `unit_val`), for validation samples. u is linear in ∇L_val, so a
-    validation sample scored against the gradient of the others is (n·u_j(ĝ_val) − u_j(g_j)) / (n − 1):
-    a clean sample that did not shape ĝ_val, which a toxic threshold can be calibrated on."""
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        params = [p for p in model.parameters() if p.requires_grad]
-        adam = _adam_states(model, params, adam_state) if optimizer == "adam" else None
-        out = []
-        with torch.enable_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")         # a fresh Adam's SGD fallback warns once per sample
-            for batch in batches:
-                _, grads = per_sample.gradients(model, batch, loss_fn, params)
-                norms = per_sample._norms_of(grads)
-                for j in range(len(norms)):
-                    g = [x[j].double() for x in grads]
-                    unit = [x / norms[j] for x in g]
-                    d, c = _direction(unit if unit_val else g, lr, adam)
-                    out.append(c + float(sum((dp.double() * x).sum() for dp, x in zip(d, unit if normalize else g))))
-        return torch.tensor(out, dtype=torch.float64)
-    finally:
-        for m, mode in modes:
-            m.training = mode
-
-
 def gradient_features(model, batches, loss_fn, sketch, adam_state=None) -> torch.Tensor:
     """(N, dim) sketches of D^(-1/2) g_j / ‖g_j‖ for samples scored by no step (the validation set), bound
     exactly as `one_step_utility(sketch=…)` binds it, so the two sides' inner products compare."""

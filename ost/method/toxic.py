@@ -2,25 +2,30 @@
 
 The paper flags a sample whose one-step utility is below 0. That sign says little once both sides of the
 step are at unit length: a sample that teaches a wrong rule also teaches the answer format and the digit
-reading, so its step still lowers the validation loss a little. A threshold a user can read needs a
-reference: clean samples scored exactly as the pool is. The validation set is clean, but it shaped ĝ_val,
-so each validation sample is scored against the gradient of the *others* (leave-one-out; the utility is
-linear in ĝ_val, `one_step.self_utilities`). A sample is flagged when it ranks below the q-quantile of
-those clean samples on a signal — the utility (low = its step works against the clean data) and, where
-chosen, the proxy's own answer loss (high = the proxy cannot fit it) — and the expected share of clean
-samples flagged is q.
+reading, so its step still lowers the validation loss a little (on the main pool the sign flagged 5 % of the
+wrong answers), while on another task it flagged 30 % of the clean samples. A threshold a user can read
+needs a reference: clean samples that went through everything a clean pool sample goes through — trained on
+in the warm-up, no part of ĝ_val — and are scored as the pool is. `split_calibration` sets such a part of
+the validation set aside; it joins the warm-up (`ost.experiments.transfer.warm(calibration=…)`).
 
-    calib = calibration(model, tok, proc, validation, step=DEFAULT, warm_state=state)
-    flags = flag(scores, calib, Flag(q=0.05))          # scores: utility and loss per pool id
+A sample is flagged when, on its worse signal, it ranks below all but a share q of the calibration samples.
+The two signals see two failure modes: the utility, a sample whose step works against the clean data (a
+wrong rule taught consistently, which the proxy partly learns and so still fits); the proxy's own answer
+loss, a sample a competent proxy cannot fit (a random wrong answer, a wrong image). Either alone misses a
+kind the other catches (benchmarks/check_toxic.py, docs/toxic.md).
+
+    validation, calibration = split_calibration(dd["validation"])
+    ...warm on the pool and `calibration`, score the pool against `validation`...
+    ref = reference(model, tok, proc, calibration, validation, step=DEFAULT, warm_state=state)
+    flags = flag(scores, ref)          # scores: utility and loss per pool id
 """
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from ost.method import one_step, score
+from ost.method import score
 from ost.method.step import DEFAULT, Step
-from ost.models import collate, train
 
 RULES = ("calibrated", "sign")
 SIGNALS = ("utility", "loss")
@@ -31,7 +36,7 @@ LOW_IS_TOXIC = {"utility": True, "loss": False}
 class Flag:
     rule: str = "calibrated"          # "calibrated" (q-quantile of clean calibration samples) or "sign" (utility < 0)
     q: float = 0.05                   # the share of clean samples expected to be flagged
-    signals: tuple = ("utility",)     # what a sample is ranked by; two signals share q (see `flag`)
+    signals: tuple = ("utility", "loss")  # what a sample is ranked by; two signals share q (see `flag`)
 
     def __post_init__(self):
         if self.rule not in RULES:
@@ -43,24 +48,31 @@ class Flag:
             raise ValueError(f"Flag.signals must be a non-empty subset of {SIGNALS}, not {self.signals!r}")
 
 
-def calibration(model, tokenizer, processor, validation, *, step: Step = DEFAULT, warm_state=None,
-                batch_size=32) -> pd.DataFrame:
-    """(index = validation id) `utility` of each validation sample against the validation gradient of the
-    others, and its answer `loss`: clean samples scored as the pool is, which did not shape the gradient."""
-    if step.method != "first_order":
-        raise ValueError("the leave-one-out calibration uses the first-order utility's linearity in ĝ_val: "
-                         f"score with a first-order step, not {step.label!r}")
+def split_calibration(validation, fraction: float = 0.5, seed: int = 0) -> tuple:
+    """(validation, calibration): a seeded `fraction` of the clean validation set set aside to calibrate the flags.
+
+    The rest makes ĝ_val and measures the proxy's competence; the calibration part joins the warm-up as the
+    pool does (`ost.experiments.transfer.warm(calibration=…)`) and is scored as the pool is. Clean pool samples
+    are trained on in the warm-up and do not shape ĝ_val: the calibration samples must share both, or the
+    threshold is off (validation samples the warm-up never saw have a higher loss and a lower utility than
+    the pool's clean samples: at q = 5 % they flagged 0 % and 2.5 % of them on the main pool)."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"the calibration fraction must be in (0, 1), not {fraction!r}")
     n = len(validation)
-    if n < 2:
-        raise ValueError(f"calibration needs at least 2 validation samples, got {n}")
-    full = score.score_samples(model, tokenizer, processor, validation, validation, step=step,
+    k = round(fraction * n)
+    if k < 1 or k >= n:
+        raise ValueError(f"{n} validation samples cannot be split {fraction:g} / {1 - fraction:g}: each part "
+                         "needs at least one sample (a threshold at q needs about 1/q calibration samples)")
+    cal = sorted(np.random.default_rng(seed).permutation(n)[:k].tolist())
+    rest = sorted(set(range(n)) - set(cal))
+    return validation.select(rest), validation.select(cal)
+
+
+def reference(model, tokenizer, processor, calibration, validation, *, step: Step = DEFAULT, warm_state=None,
+              batch_size=32) -> pd.DataFrame:
+    """(index = calibration id) `utility` and `loss` of the calibration samples, scored as the pool is."""
+    return score.score_samples(model, tokenizer, processor, calibration, validation, step=step,
                                warm_state=warm_state, batch_size=batch_size, with_loss=True)
-    col = collate.Collator(tokenizer, processor)
-    with train.frozen_vision(model):
-        own = one_step.self_utilities(model, collate.batches(validation, col, batch_size), collate.per_sample_loss,
-                                      **{k: v for k, v in step.kwargs(warm_state).items() if k != "method"})
-    full["utility"] = (n * full["utility"].to_numpy() - own.numpy()) / (n - 1)
-    return full
 
 
 def _p_values(values: np.ndarray, reference: np.ndarray, low_is_toxic: bool, leave_out: bool) -> np.ndarray:
@@ -74,15 +86,17 @@ def _p_values(values: np.ndarray, reference: np.ndarray, low_is_toxic: bool, lea
 
 def flag(scores: pd.DataFrame, calib: pd.DataFrame, setting: Flag = Flag()) -> pd.DataFrame:
     """Per row of `scores` (columns `utility` and, if used, `loss`): `p`, the share of clean calibration
-    samples that rank at least as badly on the sample's worst signal, and `flag` = p ≤ threshold.
+    samples that rank at least as badly on the sample's worst signal, `flag` = p ≤ threshold, and `rank`
+    (1 = most suspicious: by p, then by how extreme the worse signal is within `scores`).
 
     One signal: threshold = q, so a clean sample exchangeable with the calibration samples is flagged with
     probability q (up to 1/(n+1)). Two signals: p is the smaller of the two, and the threshold is the largest
     value that flags at most q of the calibration samples (each scored against the others), so q is shared
     by the union, not spent twice. NaN scores (rows not `ok`) are never flagged."""
     if setting.rule == "sign":
-        u = scores["utility"].to_numpy(dtype=float)
-        return pd.DataFrame({"p": np.nan, "flag": u < 0}, index=scores.index).assign(threshold=0.0)
+        u = scores["utility"].astype(float)
+        return pd.DataFrame({"p": np.nan, "flag": (u < 0).to_numpy(), "rank": u.rank(method="first").to_numpy()},
+                            index=scores.index).assign(threshold=0.0)
     ps, cal_ps = [], []
     for s in setting.signals:
         ref = calib[s].to_numpy(dtype=float)
@@ -92,7 +106,14 @@ def flag(scores: pd.DataFrame, calib: pd.DataFrame, setting: Flag = Flag()) -> p
     threshold = setting.q if len(ps) == 1 else _largest_threshold(cal_p, setting.q)
     finite = np.all([np.isfinite(scores[s].to_numpy(dtype=float)) for s in setting.signals], axis=0)
     p = np.where(finite, p, np.nan)
-    return pd.DataFrame({"p": p, "flag": finite & (p <= threshold)}, index=scores.index).assign(threshold=threshold)
+    # many noisy samples lie beyond every calibration sample (p = 1/(n+1)): among equal p, the sample that is
+    # more extreme within the pool on its worse signal ranks first
+    within = np.min([scores[s].rank(pct=True, ascending=LOW_IS_TOXIC[s]).to_numpy() for s in setting.signals], axis=0)
+    order = np.lexsort((within, p))
+    rank = np.empty(len(p))
+    rank[order] = np.arange(1, len(p) + 1)
+    return pd.DataFrame({"p": p, "flag": finite & (p <= threshold), "rank": np.where(finite, rank, np.nan)},
+                        index=scores.index).assign(threshold=threshold)
 
 
 def _largest_threshold(cal_p: np.ndarray, q: float) -> float:

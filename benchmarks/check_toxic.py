@@ -1,0 +1,135 @@
+"""Toxic flags on three sets: the share of each noise kind flagged, and the realised false-flag rate on clean samples.
+
+Sets: the main pool; pool seed 1 with its two extra noise kinds; and a LLaVA-JSON set of a task the pools do not
+have (ordering digits, `benchmarks/make_llava_set.py`, 2,400 records), read through the project's loader. For
+each, the validation set is split (`ost.method.toxic.split_calibration`): one half makes ĝ_val and measures the
+proxy's competence, the other is the calibration set and joins the warm-up as the pool does. The pool and the
+calibration set are scored with the default step; then every rule of `ost.method.toxic` flags at q, and each
+ranking's AUROC per kind is measured against the proxy's plain answer loss (the loss filter). Planted labels
+are read to measure, never to flag. Warm-ups and scores are cached under data/runs/toxic_check/<set>/.
+
+    python benchmarks/check_toxic.py --out results/bench/toxic_flags.json [--sets main pool1 llava] [--q 0.05]
+"""
+import argparse
+import csv
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from sklearn.metrics import roc_auc_score
+
+from ost.data import loaders
+from ost.experiments import transfer
+from ost.method import score, toxic
+from ost.method.step import DEFAULT
+from ost.models import presets, train
+from ost.runs import paths
+from ost.runs.settings import Warmup
+
+sys.path.insert(0, str(Path(__file__).parent))
+import make_llava_set  # noqa: E402
+import screen_selectors  # noqa: E402
+
+RULES = {"sign": toxic.Flag(rule="sign"), "utility": toxic.Flag(signals=("utility",)),
+         "loss": toxic.Flag(signals=("loss",)), "utility+loss": toxic.Flag(signals=("utility", "loss"))}
+CACHE = paths.ROOT / "data" / "runs" / "toxic_check"
+
+
+def load_set(name: str, config: dict):
+    """(DatasetDict with pool and validation, planted kind per pool id)."""
+    if name == "llava":
+        made = make_llava_set.make_set(CACHE / "llava_order", n_train=2400, n_val=200, task="order", seed=0)
+        dd = datasets.DatasetDict({split: loaders.load_llava_json(made["dir"] / f"{part}.json", on_error="skip")
+                                   for split, part in (("pool", "train"), ("validation", "val"))})
+        with open(made["labels"], newline="", encoding="utf-8") as f:
+            kinds = {r["id"]: r["kind"] for r in csv.DictReader(f) if r["split"] == "train"}
+        return dd, pd.Series(kinds).reindex(dd["pool"]["id"])
+    dd = screen_selectors.pool_for(config, pool_seed=1, extra_kinds=True)[0] if name == "pool1" else \
+        screen_selectors.pool_for(config)[0]
+    return dd, pd.Series(dd["pool"]["noise"], index=dd["pool"]["id"])
+
+
+def scored(name: str, dd, warm_up: Warmup, fraction: float):
+    """(pool scores, calibration scores, competence) from a warm-up with the calibration half, cached."""
+    folder = CACHE / f"{name}-cal{fraction:g}"
+    val, cal = toxic.split_calibration(dd["validation"], fraction, seed=warm_up.warmup_seed)
+    if not (folder / "calibration.parquet").exists():
+        model, tok, proc, log = transfer.warm(dd, warm_up, calibration=cal)
+        state = log["adam_state"]
+        pool = score.score_samples(model, tok, proc, dd["pool"], val, step=DEFAULT, warm_state=state, with_loss=True)
+        ref = toxic.reference(model, tok, proc, cal, val, step=DEFAULT, warm_state=state)
+        competence = train.evaluate(model, tok, proc, val)["accuracy"]
+        folder.mkdir(parents=True, exist_ok=True)
+        presets.save(folder / "proxy", model, tok, proc)
+        pool.rename_axis("id").to_parquet(folder / "scores.parquet")
+        ref.rename_axis("id").to_parquet(folder / "calibration.parquet")
+        (folder / "competence.json").write_text(json.dumps({"val_accuracy": competence}))
+    return (pd.read_parquet(folder / "scores.parquet"), pd.read_parquet(folder / "calibration.parquet"),
+            json.loads((folder / "competence.json").read_text())["val_accuracy"])
+
+
+def measure(scores: pd.DataFrame, ref: pd.DataFrame, kinds: pd.Series, q: float) -> dict:
+    """Per kind: count, share flagged by each rule, AUROC of each ranking against clean; exact duplicates
+    (wasteful, not toxic) are left out of both."""
+    kinds = kinds.reindex(scores.index)
+    keep = (kinds != "duplicate").to_numpy()
+    scores, kinds = scores[keep], kinds[keep]
+    flags = {rule: toxic.flag(scores, ref, replace(setting, q=q))
+             for rule, setting in RULES.items()}
+    rows = {}
+    for kind in sorted(set(kinds), key=lambda k: (k != "clean", k)):
+        m = (kinds == kind).to_numpy()
+        row = {"n": int(m.sum())} | {rule: float(f["flag"][m].mean()) for rule, f in flags.items()}
+        if kind != "clean":
+            both = (kinds.isin([kind, "clean"])).to_numpy()
+            y = (kinds[both] == kind).to_numpy()
+            row |= {"auroc_" + rule: float(roc_auc_score(y, -f["rank"][both])) for rule, f in flags.items()
+                    if rule != "sign"}
+        rows[kind] = row
+    thresholds = {rule: float(f["threshold"].iloc[0]) for rule, f in flags.items()}
+    return {"kinds": rows, "thresholds_p": thresholds, "utility_threshold": float(np.quantile(ref["utility"], q)),
+            "loss_threshold": float(np.quantile(ref["loss"], 1 - q))}
+
+
+def table(result: dict) -> str:
+    lines = ["| set | kind | n | " + " | ".join(RULES) + " | AUROC utility | AUROC loss | AUROC utility+loss |",
+             "|---" * 10 + "|"]
+    for name, r in result["sets"].items():
+        for kind, row in r["kinds"].items():
+            au = [f"{row[k]:.3f}" if k in row else "" for k in ("auroc_utility", "auroc_loss", "auroc_utility+loss")]
+            lines.append(f"| {name} | {kind} | {row['n']} | " + " | ".join(f"{row[k]:.1%}" for k in RULES)
+                         + " | " + " | ".join(au) + " |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default=str(paths.ROOT / "configs" / "main.yaml"))
+    parser.add_argument("--sets", nargs="+", default=["main", "pool1", "llava"], choices=["main", "pool1", "llava"])
+    parser.add_argument("--q", type=float, default=toxic.Flag().q)
+    parser.add_argument("--calibration-fraction", type=float, default=0.5)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    config = yaml.safe_load(open(args.config))
+    result = {"q": args.q, "calibration_fraction": args.calibration_fraction, "step": DEFAULT.as_dict(), "sets": {}}
+    for name in args.sets:
+        dd, kinds = load_set(name, config)
+        pool, ref, competence = scored(name, dd, Warmup.from_params(config), args.calibration_fraction)
+        result["sets"][name] = {"n_pool": len(pool), "n_calibration": len(ref), "val_accuracy": competence,
+                                **measure(pool, ref, kinds, args.q)}
+        print(f"{name}: proxy {competence:.0%} validation exact match; {len(ref)} calibration samples", flush=True)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(table(result))
+
+
+if __name__ == "__main__":
+    main()
