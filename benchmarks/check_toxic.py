@@ -9,6 +9,7 @@ ranking's AUROC per kind is measured against the proxy's plain answer loss (the 
 are read to measure, never to flag. Warm-ups and scores are cached under data/runs/toxic_check/<set>/.
 
     python benchmarks/check_toxic.py --out results/bench/toxic_flags.json [--sets main pool1 llava] [--q 0.05]
+    python benchmarks/check_toxic.py --out results/bench/toxic_flags.json --render docs/toxic.md
 """
 import argparse
 import csv
@@ -108,6 +109,17 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def render(result: dict, doc: Path):
+    """Replace the table between `<!-- toxic-table:start -->` and `<!-- toxic-table:end -->` in `doc`."""
+    text = doc.read_text()
+    head, rest = text.split("<!-- toxic-table:start -->\n")
+    _, tail = rest.split("<!-- toxic-table:end -->")
+    sets = "; ".join(f"{name}: proxy {r['val_accuracy']:.0%} validation exact match, {r['n_calibration']} calibration "
+                     "samples" for name, r in result["sets"].items())
+    body = f"q = {result['q']:g}; {sets}.\n\n{table(result)}\n"
+    doc.write_text(f"{head}<!-- toxic-table:start -->\n{body}<!-- toxic-table:end -->{tail}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(paths.ROOT / "configs" / "main.yaml"))
@@ -115,8 +127,13 @@ def main(argv=None):
     parser.add_argument("--q", type=float, default=toxic.Flag().q)
     parser.add_argument("--calibration-fraction", type=float, default=0.5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True, help="the JSON result (read back with --render)")
+    parser.add_argument("--render", type=Path, metavar="DOC",
+                        help="only write the table of --out into DOC between its toxic-table markers")
     args = parser.parse_args(argv)
+    if args.render:
+        render(json.loads(args.out.read_text()), args.render)
+        return
     torch.set_num_threads(args.threads)
     config = yaml.safe_load(open(args.config))
     result = {"q": args.q, "calibration_fraction": args.calibration_fraction, "step": DEFAULT.as_dict(), "sets": {}}
