@@ -15,10 +15,13 @@ question, its `images` list stands for the image) is read by `ost.data.loaders.r
 DIR/ holds: `scores.parquet` (+ manifest: every input id with a status), `shift.parquet` (each record's
 validation shift, `ost.method.shift`), `selected.json` (the kept
 records, in a LLaVA input's own format, image paths valid from DIR; for a folder or parquet input, the
-kept ids, with the kept rows in `selected.parquet`, same columns), `toxic.csv` (id, utility, shift, rank,
-reason: the rows whose utility is below 0), `report.json` (counts, the selector, seconds per stage, settings).
+kept ids, with the kept rows in `selected.parquet`, same columns), `calibration.parquet` (the calibration records'
+utility and loss), `toxic.csv` (id, utility, loss, shift, p, rank, signal, reason: the flagged records, most
+suspicious first; `ost.method.toxic`), `report.json` (counts, the selector, the toxic rule with its q and
+thresholds, seconds per stage, settings).
 """
 import argparse
+import hashlib
 import json
 import os
 import time
@@ -33,7 +36,7 @@ import torch
 from ost import runs
 from ost.data import loaders, schema, validate
 from ost.experiments import transfer
-from ost.method import coverage, score, select, shift
+from ost.method import coverage, score, shift, toxic
 from ost.method.step import DEFAULT
 from ost.models import base, presets, train
 from ost.runs.settings import SFT, Warmup
@@ -56,13 +59,33 @@ def _record(out: Path, stage: str, settings: dict, seconds: float, **extra):
                                                         indent=1, default=str))
 
 
-def prepare(data_path, out, *, val=None, val_fraction=None, final_pattern=None, columns=None, seed=0) -> dict:
+def _fingerprint(path) -> str | None:
+    """A file's sha256, or a folder's hash of every file's name, size and mtime: an input edited in place is
+    prepared again (and everything after it), not taken as done because its path is the same."""
+    if path is None:
+        return None
+    path = Path(path)
+    h = hashlib.sha256()
+    if path.is_dir():
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            st = f.stat()
+            h.update(f"{f.relative_to(path)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    else:
+        h.update(path.read_bytes())
+    return h.hexdigest()[:20]
+
+
+def prepare(data_path, out, *, val=None, val_fraction=None, final_pattern=None, columns=None, seed=0,
+            calibration_fraction=toxic.CALIBRATION_FRACTION) -> dict:
     """Load DATA (and VAL), check them, carve a validation slice if asked; DIR/prepared/ is the pool.
-    `columns` maps schema fields to a folder's or parquet file's columns ({"question": "problem"})."""
+    `columns` maps schema fields to a folder's or parquet file's columns ({"question": "problem"}).
+    A seeded `calibration_fraction` of the validation set becomes the calibration set of the toxic flags
+    (`ost.method.toxic.split_calibration`): it joins the warm-up, the rest is what utility is measured on."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     settings = dict(data=str(Path(data_path).resolve()), val=str(Path(val).resolve()) if val else None,
-                    val_fraction=val_fraction, final_pattern=final_pattern, columns=columns, seed=seed)
+                    val_fraction=val_fraction, final_pattern=final_pattern, columns=columns, seed=seed,
+                    calibration_fraction=calibration_fraction, contents=[_fingerprint(data_path), _fingerprint(val)])
     if _done(out, "prepare", settings):
         return _settings(out / "prepare.json")
     if (val is None) == (val_fraction is None):
@@ -90,10 +113,13 @@ def prepare(data_path, out, *, val=None, val_fraction=None, final_pattern=None, 
     if shared:
         raise ValueError(f"the validation set shares {len(shared)} record(s) with DATA (pool id = validation id: "
                          f"{', '.join(f'{a} = {b}' for a, b in shared[:5])}): remove them from one of the two")
-    datasets.DatasetDict({"pool": pool, "validation": validation}).save_to_disk(str(out / "prepared"))
+    validation, calibration = toxic.split_calibration(validation, calibration_fraction, seed)
+    datasets.DatasetDict({"pool": pool, "validation": validation, "calibration": calibration}).save_to_disk(
+        str(out / "prepared"))
     counts = pd.Series(pool["status"]).value_counts().sort_index().to_dict()
     no_final = sum(1 for s, f in zip(pool["status"], pool["final"]) if s == "ok" and not f)
-    report = dict(pool=len(pool), validation=len(validation), status=counts, no_final=no_final,
+    report = dict(pool=len(pool), validation=len(validation), calibration=len(calibration), status=counts,
+                  no_final=no_final,
                   validation_dropped=[list(b) for b in bad],
                   validation_source="VAL" if val else f"a seeded {val_fraction:.0%} of DATA's usable records "
                                                       "(a validation set should be clean: check it)")
@@ -125,31 +151,38 @@ def warmup(out, warm_up: Warmup = WARMUP) -> dict:
         hint = " (the hub is off: HF_HUB_OFFLINE=1; pass a local checkpoint folder)" if os.environ.get(
             "HF_HUB_OFFLINE") == "1" else ""
         raise OSError(f"cannot load the proxy {warm_up.proxy!r}{hint}: {err}") from None
-    log = train.sft(model, tok, proc, dd["pool"].select(rows), **warm_up.sft_kwargs(), progress=True)
+    data = transfer.with_calibration(dd["pool"].select(rows), dd["calibration"], warm_up)   # as the pool is
+    log = train.sft(model, tok, proc, data, **warm_up.sft_kwargs(), progress=True)
     val = dd["validation"].filter(lambda f: bool(f), input_columns="final")
     ev = train.evaluate(model, tok, proc, val) if len(val) else None
     presets.save(out / "proxy", model, tok, proc)
     torch.save(log["adam_state"], out / "adam_state.pt")
-    _record(out, "warmup", settings, time.perf_counter() - start, n_warm=len(rows), steps=log["steps"],
+    _record(out, "warmup", settings, time.perf_counter() - start, n_warm=len(data), steps=log["steps"],
             val_loss=ev["loss"] if ev else None, val_accuracy=ev["accuracy"] if ev else None)
     return _settings(out / "warmup.json")
 
 
 def score_stage(out, *, batch_size=32, part_size=256, max_length=None) -> dict:
-    """Score every pool row with the project's default step (resumable parts in DIR/scores.parquet.parts)."""
+    """Score every pool row with the project's default step (resumable parts in DIR/scores.parquet.parts), then
+    the calibration records the same way (DIR/calibration.parquet: the clean reference of the toxic flags)."""
     out = Path(out)
     settings = dict(step=DEFAULT.as_dict(), batch_size=batch_size, part_size=part_size, max_length=max_length,
                     warmup=_settings(out / "warmup.json").get("settings"))
-    if _done(out, "score", settings) and score.manifest_path(out / "scores.parquet").exists():
+    if _done(out, "score", settings) and score.manifest_path(out / "scores.parquet").exists() and \
+            (out / "calibration.parquet").exists():
         return _settings(out / "score.json")
     if not (out / "warmup.json").exists():
         raise FileNotFoundError(f"{out} holds no warmed proxy: run `python -m ost warmup --out {out}` first")
     dd = _prepared(out)
     model, tok, proc = presets.load(out / "proxy")
     start = time.perf_counter()
+    state = torch.load(out / "adam_state.pt", weights_only=True)
     frame = score.score_pool(model, tok, proc, dd["pool"], dd["validation"], out / "scores.parquet", step=DEFAULT,
-                             warm_state=torch.load(out / "adam_state.pt", weights_only=True),
-                             batch_size=batch_size, part_size=part_size, max_length=max_length)
+                             warm_state=state, batch_size=batch_size, part_size=part_size, max_length=max_length,
+                             overwrite=True)   # parts of an earlier warm-up or data are stale here; same ones resume
+    ref = toxic.reference(model, tok, proc, dd["calibration"], dd["validation"], step=DEFAULT, warm_state=state,
+                          batch_size=batch_size)
+    ref.rename_axis("id").reset_index().to_parquet(out / "calibration.parquet", index=False)
     _record(out, "score", settings, time.perf_counter() - start, status=frame["status"].value_counts().to_dict())
     return _settings(out / "score.json")
 
@@ -193,8 +226,8 @@ def _selected_records(source: Path, ids: set, out: Path):
     return {"source": str(source), "rows": "selected.parquet", "ids": sorted(ids)}
 
 
-def select_stage(out, *, fraction=0.2, selector=coverage.DEFAULT, seed=0, toxic_threshold=0.0) -> dict:
-    """selected.json, toxic.csv and report.json from DIR/scores.parquet and DIR/shift.parquet."""
+def select_stage(out, *, fraction=0.2, selector=coverage.DEFAULT, seed=0, flag: toxic.Flag = toxic.Flag()) -> dict:
+    """selected.json, toxic.csv and report.json from DIR/scores.parquet, shift.parquet and calibration.parquet."""
     out = Path(out)
     frame = score.read_scores(out / "scores.parquet").set_index("id")
     if (out / "shift.parquet").exists():
@@ -203,17 +236,25 @@ def select_stage(out, *, fraction=0.2, selector=coverage.DEFAULT, seed=0, toxic_
     kept = coverage.choose(ok, fraction, selector, seed=seed)
     source = Path(_settings(out / "prepare.json")["settings"]["data"])
     runs.replace_text(out / "selected.json", json.dumps(_selected_records(source, set(kept), out), indent=1))
-    rank = ok["utility"].rank(ascending=False, method="first").astype(int)
-    flags = select.toxic_flags(ok["utility"], toxic_threshold).to_numpy()
-    shifts = ok["shift"] if "shift" in ok else pd.Series(np.nan, index=ok.index)
-    toxic = pd.DataFrame({"id": ok["id"], "utility": ok["utility"], "shift": shifts, "rank": rank,
-                          "reason": f"utility < {toxic_threshold:g}: one step on it raises the validation loss"})[flags]
-    toxic.sort_values(["utility", "id"]).to_csv(out / "toxic.csv", index=False)
+    ref = pd.read_parquet(out / "calibration.parquet").set_index("id")
+    flags = toxic.flag(ok.set_index("id"), ref, flag)
+    shifts = ok["shift"].to_numpy() if "shift" in ok else np.nan
+    listed = ok[["id", "utility", "loss"]].assign(shift=shifts).set_index("id").join(flags[["p", "rank", "signal"]])
+    listed["reason"] = _reasons(listed, flag)
+    listed = listed[flags["flag"]].sort_values(["rank", "id"]).reset_index()
+    listed.astype({"rank": int}).to_csv(out / "toxic.csv", index=False)
     stages = {s: _settings(out / f"{s}.json") for s in ("prepare", "warmup", "score", "shift")}
+    threshold = float(flags["threshold"].iloc[0]) if len(flags) else flag.q
+    stated = dict(rule=flag.rule, q=flag.q, signals=list(flag.signals), calibration=len(ref), flagged=len(listed),
+                  threshold_p=threshold)
+    if flag.rule == "calibrated":
+        stated |= dict(expected_false_flag_rate=flag.q, can_flag=toxic.can_flag(threshold, len(ref)),
+                       utility_below=float(np.quantile(ref["utility"], flag.q)),
+                       loss_above=float(np.quantile(ref["loss"], 1 - flag.q)))
     report = dict(rows=len(frame), status=frame["status"].value_counts().sort_index().to_dict(),
                   selected=len(kept), fraction=fraction,
                   selector=dict(name=selector, seed=seed, signals=["utility"] + (["shift"] if "shift" in ok else [])),
-                  toxic=int(flags.sum()), toxic_threshold=toxic_threshold,
+                  toxic=stated,
                   seconds={s: v.get("seconds") for s, v in stages.items() if v},
                   settings={s: v.get("settings") for s, v in stages.items() if v},
                   prepare=stages["prepare"].get("report"), warmup_val_accuracy=stages["warmup"].get("val_accuracy"))
@@ -221,12 +262,22 @@ def select_stage(out, *, fraction=0.2, selector=coverage.DEFAULT, seed=0, toxic_
     return report
 
 
+def _reasons(listed: pd.DataFrame, flag: toxic.Flag) -> list:
+    """One sentence per row: what the flag saw."""
+    if flag.rule == "sign":
+        return ["utility < 0: one step on it raises the validation loss"] * len(listed)
+    said = {"utility": "its step helps the validation loss less than", "loss": "the proxy fits it worse than"}
+    return [f"{said[s]} {1 - p:.0%} of the clean calibration records (p = {p:.3f})" if s else ""
+            for s, p in zip(listed["signal"], listed["p"])]
+
+
 def summary(report: dict) -> str:
     p = report["prepare"] or {}
     lines = [f"{report['rows']} records: " + ", ".join(f"{n} {s}" for s, n in report["status"].items()),
-             f"validation: {p.get('validation')} records ({p.get('validation_source')})",
-             f"kept {report['selected']} ({report['fraction']:.0%}, selector {report['selector']['name']}); "
-             f"flagged toxic: {report['toxic']} (toxic.csv)",
+             f"validation: {p.get('validation')} records ({p.get('validation_source')}), and {p.get('calibration')} "
+             "more that calibrate the toxic flags",
+             f"kept {report['selected']} ({report['fraction']:.0%}, selector {report['selector']['name']})",
+             _toxic_line(report["toxic"]),
              "seconds: " + ", ".join(f"{s} {v:.0f}" for s, v in report["seconds"].items() if v is not None)]
     if p.get("no_final"):
         lines.append(f"{p['no_final']} records have no final answer we can find: scored, not evaluable")
@@ -238,6 +289,17 @@ def summary(report: dict) -> str:
                          "a wrong one, so do not trust this ranking yet: warm longer (--warmup-epochs) or pass a "
                          "stronger --proxy")
     return "\n".join(lines)
+
+
+def _toxic_line(t: dict) -> str:
+    if t["rule"] == "sign":
+        return f"flagged toxic: {t['flagged']} (toxic.csv; the sign rule: utility < 0, no stated false-flag rate)"
+    line = (f"flagged toxic: {t['flagged']} (toxic.csv): about {t['q']:.0%} of clean records are flagged too, "
+            f"calibrated on {t['calibration']} clean records")
+    if not t["can_flag"]:
+        line += (f"\n  {t['calibration']} calibration records are too few to flag anything at q = {t['q']:g}: give a "
+                 "larger validation set (about 2/q records go to calibration) or a larger --toxic-q")
+    return line
 
 
 def main(argv=None):
@@ -257,6 +319,8 @@ def main(argv=None):
             p.add_argument("--final-pattern", help="a regex with one group for the final answer, tried first")
             p.add_argument("--columns", nargs="+", metavar="FIELD=COLUMN", default=[],
                            help="a folder's or parquet file's columns, e.g. question=problem")
+            p.add_argument("--calibration-fraction", type=float, default=toxic.CALIBRATION_FRACTION,
+                           help="share of the validation set that calibrates the toxic flags (it joins the warm-up)")
         if name in ("run", "warmup"):
             p.add_argument("--proxy", default=WARMUP.proxy, help="a preset or a Qwen2-VL checkpoint folder / id")
             p.add_argument("--warmup-fraction", type=float, default=WARMUP.warmup_fraction)
@@ -271,6 +335,10 @@ def main(argv=None):
                            help=f"the subset rule (default {coverage.DEFAULT}: drop the 40 %% the utility and the "
                                 "validation shift rank worst, then a seeded random pick; topk: the paper's top "
                                 "fraction)")
+            p.add_argument("--toxic-q", type=float, default=toxic.Flag().q,
+                           help="share of clean records the toxic flag may catch too (calibrated on clean records)")
+            p.add_argument("--toxic-rule", choices=toxic.RULES, default=toxic.Flag().rule,
+                           help="calibrated (worse of utility and loss against clean records) or sign (utility < 0)")
         p.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     out = args.out
@@ -280,7 +348,8 @@ def main(argv=None):
         if bad:
             parser.error(f"--columns takes FIELD=COLUMN pairs, got {bad}")
         prepare(args.data, out, val=args.val, val_fraction=args.val_fraction, final_pattern=args.final_pattern,
-                columns=dict(c.split("=") for c in args.columns) or None, seed=args.seed)
+                columns=dict(c.split("=") for c in args.columns) or None, seed=args.seed,
+                calibration_fraction=args.calibration_fraction)
     if args.command in ("run", "warmup"):
         warmup(out, replace(WARMUP, proxy=args.proxy, warmup_fraction=args.warmup_fraction,
                             warmup_epochs=args.warmup_epochs, warmup_seed=args.seed))
@@ -289,4 +358,5 @@ def main(argv=None):
         print(validate.format_report(validate.report(score.read_scores(out / "scores.parquet"))))
         shift_stage(out)
     if args.command in ("run", "select"):
-        print(summary(select_stage(out, fraction=args.fraction, selector=args.selector, seed=args.seed)))
+        flag = toxic.Flag(rule=args.toxic_rule, q=args.toxic_q)
+        print(summary(select_stage(out, fraction=args.fraction, selector=args.selector, seed=args.seed, flag=flag)))

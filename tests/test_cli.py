@@ -11,10 +11,11 @@ from conftest import TINY
 from ost import cli
 from ost.data import loaders
 from ost.method import coverage, score
+from ost.method import toxic as tox
 from ost.models import presets
 from ost.runs import paths
 
-MINE = paths.FIXTURES / "llava_mine"       # 48 records ("The answer is 7.", choice letters) + 8 clean ones
+MINE = paths.FIXTURES / "llava_mine"       # 48 records ("The answer is 7.", choice letters) + 40 clean ones
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +29,10 @@ def test_one_command_writes_every_output(mine, capsys):
     path, proxy, root = mine
     out = root / "out"
     args = ["run", str(path), "--val", str(MINE / "mine_val.json"), "--fraction", "0.25", "--out", str(out),
-            "--proxy", proxy, "--warmup-epochs", "1"]
+            "--proxy", proxy, "--warmup-epochs", "1", "--toxic-q", "0.3"]     # 20 calibration records
     cli.main(args)
     printed = capsys.readouterr().out
-    assert "48 records: 48 ok" in printed and "kept 12" in printed and "validation: 8 records (VAL)" in printed
+    assert "48 records: 48 ok" in printed and "kept 12" in printed and "validation: 20 records (VAL), and 20 more" in printed
     assert "do not trust this ranking yet" in printed           # an untrained tiny proxy: 0 % exact match
     frame = score.read_scores(out / "scores.parquet")
     report = json.loads((out / "report.json").read_text())
@@ -40,15 +41,22 @@ def test_one_command_writes_every_output(mine, capsys):
     kept = loaders.load_llava_json(out / "selected.json")        # loads back, image paths valid from DIR
     assert len(kept) == 12 and set(kept["id"]) <= set(frame["id"])
     toxic = pd.read_csv(out / "toxic.csv")
-    assert list(toxic.columns) == ["id", "utility", "shift", "rank", "reason"]
-    assert sorted(toxic["id"]) == sorted(frame.query("utility < 0")["id"])        # exactly the flagged ids
+    assert list(toxic.columns) == ["id", "utility", "loss", "shift", "p", "rank", "signal", "reason"]
+    ref = pd.read_parquet(out / "calibration.parquet").set_index("id")
+    assert len(ref) == 20 and not set(ref.index) & set(frame["id"])
+    flags = tox.flag(frame.set_index("id")[["utility", "loss"]], ref, tox.Flag(q=0.3))
+    assert sorted(toxic["id"]) == sorted(flags.index[flags["flag"]]) and len(toxic)    # exactly the flagged ids
+    assert toxic["rank"].is_monotonic_increasing and (toxic["p"] <= report["toxic"]["threshold_p"]).all()
     shifts = pd.read_parquet(out / "shift.parquet").set_index("id")["shift"]
     assert shifts.notna().all() and np.allclose(toxic["shift"], shifts.loc[toxic["id"]], rtol=1e-12, atol=0)
     harm = frame.join(shifts, on="id").assign(harm=lambda f: coverage.harm_rank(f)).sort_values(["harm", "id"])
     worst = set(harm["id"][:round(0.4 * 48)])
     assert not worst & set(kept["id"])                          # the default never keeps the 40 % ranked worst
     assert report["selector"] == {"name": "filter-random", "seed": 0, "signals": ["utility", "shift"]}
-    assert report["toxic"] == len(toxic)
+    assert report["toxic"] | {"threshold_p": 0, "utility_below": 0, "loss_above": 0} == dict(
+        rule="calibrated", q=0.3, signals=["utility", "loss"], calibration=20, flagged=len(toxic), threshold_p=0,
+        expected_false_flag_rate=0.3, can_flag=True, utility_below=0, loss_above=0)
+    assert report["toxic"]["utility_below"] == pytest.approx(np.quantile(ref["utility"], 0.3))
     assert set(report["seconds"]) == {"prepare", "warmup", "score", "shift"}
     before = {p.name: p.read_bytes() for p in out.glob("*.json")}
     cli.main(args)                                               # a rerun redoes nothing and writes the same
@@ -62,7 +70,8 @@ def test_one_command_writes_every_output(mine, capsys):
 def test_a_validation_slice_carved_from_data(mine, tmp_path):
     path, _, _ = mine
     report = cli.prepare(path, tmp_path, val_fraction=0.25, seed=3)["report"]
-    assert report["pool"] == 36 and report["validation"] == 12 and "should be clean" in report["validation_source"]
+    assert report["pool"] == 36 and report["validation"] == report["calibration"] == 6
+    assert "should be clean" in report["validation_source"]
 
 
 def test_mistakes_are_named(mine, tmp_path):

@@ -40,12 +40,17 @@ def warm(dd, warm_up: Warmup, warm_ids=None, progress=False, calibration=None):
             raise KeyError(f"{len(missing)} warm-up ids are not in the pool, e.g. {missing[:3]}")
         rows = sorted(where[i] for i in warm_ids)
     model, tok, proc = base.load_model(warm_up.proxy, progress=progress)
-    data = dd["pool"].select(rows)
-    if calibration is not None and len(calibration):
-        extra = calibration.select(warm_rows(len(calibration), warm_up.warmup_fraction, warm_up.warmup_seed))
-        data = datasets.concatenate_datasets([data, extra.cast(data.features)])
+    data = with_calibration(dd["pool"].select(rows), calibration, warm_up)
     log = train.sft(model, tok, proc, data, **warm_up.sft_kwargs(), progress=progress)
     return model, tok, proc, log
+
+
+def with_calibration(data, calibration, warm_up: Warmup):
+    """The warm-up's training rows `data` and the calibration samples in the warm-up's share (`warm_rows`)."""
+    if calibration is None or not len(calibration):
+        return data
+    extra = calibration.select(warm_rows(len(calibration), warm_up.warmup_fraction, warm_up.warmup_seed))
+    return datasets.concatenate_datasets([data, extra.cast(data.features)])
 
 
 def score_setting(dd, *, rows, step=DEFAULT, model=None, warm_up: Warmup = None, warm_ids=(), adam_state=None,

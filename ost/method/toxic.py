@@ -28,6 +28,7 @@ from ost.method import score
 from ost.method.step import DEFAULT, Step
 
 RULES = ("calibrated", "sign")
+CALIBRATION_FRACTION = 0.5     # of the validation set: calibrates the flags; the rest makes ĝ_val
 SIGNALS = ("utility", "loss")
 LOW_IS_TOXIC = {"utility": True, "loss": False}
 
@@ -48,7 +49,7 @@ class Flag:
             raise ValueError(f"Flag.signals must be a non-empty subset of {SIGNALS}, not {self.signals!r}")
 
 
-def split_calibration(validation, fraction: float = 0.5, seed: int = 0) -> tuple:
+def split_calibration(validation, fraction: float = CALIBRATION_FRACTION, seed: int = 0) -> tuple:
     """(validation, calibration): a seeded `fraction` of the clean validation set set aside to calibrate the flags.
 
     The rest makes ĝ_val and measures the proxy's competence; the calibration part joins the warm-up as the
@@ -86,8 +87,8 @@ def _p_values(values: np.ndarray, reference: np.ndarray, low_is_toxic: bool, lea
 
 def flag(scores: pd.DataFrame, calib: pd.DataFrame, setting: Flag = Flag()) -> pd.DataFrame:
     """Per row of `scores` (columns `utility` and, if used, `loss`): `p`, the share of clean calibration
-    samples that rank at least as badly on the sample's worst signal, `flag` = p ≤ threshold, and `rank`
-    (1 = most suspicious: by p, then by how extreme the worse signal is within `scores`).
+    samples that rank at least as badly on the sample's worse signal (named in `signal`), `flag` = p ≤
+    threshold, and `rank` (1 = most suspicious: by p, then by how extreme the worse signal is within `scores`).
 
     One signal: threshold = q, so a clean sample exchangeable with the calibration samples is flagged with
     probability q (up to 1/(n+1)). Two signals: p is the smaller of the two, and the threshold is the largest
@@ -95,14 +96,15 @@ def flag(scores: pd.DataFrame, calib: pd.DataFrame, setting: Flag = Flag()) -> p
     by the union, not spent twice. NaN scores (rows not `ok`) are never flagged."""
     if setting.rule == "sign":
         u = scores["utility"].astype(float)
-        return pd.DataFrame({"p": np.nan, "flag": (u < 0).to_numpy(), "rank": u.rank(method="first").to_numpy()},
-                            index=scores.index).assign(threshold=0.0)
+        return pd.DataFrame({"p": np.nan, "flag": (u < 0).to_numpy(), "rank": u.rank(method="first").to_numpy(),
+                             "signal": "utility"}, index=scores.index).assign(threshold=0.0)
     ps, cal_ps = [], []
     for s in setting.signals:
         ref = calib[s].to_numpy(dtype=float)
         ps.append(_p_values(scores[s].to_numpy(dtype=float), ref, LOW_IS_TOXIC[s], False))
         cal_ps.append(_p_values(ref, ref, LOW_IS_TOXIC[s], True))
     p, cal_p = np.min(ps, axis=0), np.min(cal_ps, axis=0)
+    worse = np.asarray(setting.signals)[np.argmin(ps, axis=0)]
     threshold = setting.q if len(ps) == 1 else _largest_threshold(cal_p, setting.q)
     finite = np.all([np.isfinite(scores[s].to_numpy(dtype=float)) for s in setting.signals], axis=0)
     p = np.where(finite, p, np.nan)
@@ -112,8 +114,14 @@ def flag(scores: pd.DataFrame, calib: pd.DataFrame, setting: Flag = Flag()) -> p
     order = np.lexsort((within, p))
     rank = np.empty(len(p))
     rank[order] = np.arange(1, len(p) + 1)
-    return pd.DataFrame({"p": p, "flag": finite & (p <= threshold), "rank": np.where(finite, rank, np.nan)},
-                        index=scores.index).assign(threshold=threshold)
+    return pd.DataFrame({"p": p, "flag": finite & (p <= threshold), "rank": np.where(finite, rank, np.nan),
+                         "signal": np.where(finite, worse, "")}, index=scores.index).assign(threshold=threshold)
+
+
+def can_flag(threshold: float, n_calibration: int) -> bool:
+    """Whether any sample can be flagged: p is at least 1/(n+1), so a threshold below it flags none (too few
+    calibration samples for q: a threshold at q needs about 1/q of them, a shared one a few times more)."""
+    return threshold >= 1 / (n_calibration + 1)
 
 
 def _largest_threshold(cal_p: np.ndarray, q: float) -> float:
