@@ -5,7 +5,8 @@
 
 or one stage at a time, each reading the previous one's files from DIR: `prepare DATA (--val VAL |
 --val-fraction F) --out DIR`, `warmup --out DIR`, `score --out DIR` (the utility, then the validation shift),
-`select --fraction F [--selector NAME] --out DIR`.
+`select --fraction F [--selector NAME] [--toxic-q Q] --out DIR`. A seeded half of VAL calibrates the toxic
+flags (`ost.method.toxic`): it joins the warm-up as DATA does, and the rest is what utility is measured on.
 DATA and VAL are a LLaVA-style JSON file, a `save_to_disk` folder or a .parquet file. A stage whose
 output is in DIR with the same settings is skipped, and scoring resumes from its finished parts, so a rerun after a
 kill goes on.
