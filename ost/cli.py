@@ -50,9 +50,15 @@ def _settings(path: Path) -> dict:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+ARTIFACTS = {"prepare": ("prepared",), "warmup": ("proxy", "adam_state.pt"),
+             "score": ("scores.parquet.manifest.json", "calibration.parquet"), "shift": ("shift.parquet",)}
+
+
 def _done(out: Path, stage: str, settings: dict) -> bool:
-    """Whether `stage` already ran in `out` with these settings (its record is written last)."""
-    return _settings(out / f"{stage}.json").get("settings") == settings
+    """Whether `stage` already ran in `out` with these settings (its record is written last) and its outputs
+    are all there: a record copied without them (a folder committed without its weights) does not count."""
+    return (_settings(out / f"{stage}.json").get("settings") == settings
+            and all((out / name).exists() for name in ARTIFACTS[stage]))
 
 
 def _record(out: Path, stage: str, settings: dict, seconds: float, **extra):
@@ -169,8 +175,7 @@ def score_stage(out, *, batch_size=32, part_size=256, max_length=None) -> dict:
     out = Path(out)
     settings = dict(step=DEFAULT.as_dict(), batch_size=batch_size, part_size=part_size, max_length=max_length,
                     warmup=_settings(out / "warmup.json").get("settings"))
-    if _done(out, "score", settings) and score.manifest_path(out / "scores.parquet").exists() and \
-            (out / "calibration.parquet").exists():
+    if _done(out, "score", settings):
         return _settings(out / "score.json")
     if not (out / "warmup.json").exists():
         raise FileNotFoundError(f"{out} holds no warmed proxy: run `python -m ost warmup --out {out}` first")
@@ -194,7 +199,7 @@ def shift_stage(out) -> dict:
     out = Path(out)
     settings = dict(regime=SFT().as_dict(), warmup=_settings(out / "warmup.json").get("settings"),
                     score=_settings(out / "score.json").get("settings"))
-    if _done(out, "shift", settings) and (out / "shift.parquet").exists():
+    if _done(out, "shift", settings):
         return _settings(out / "shift.json")
     dd = _prepared(out)
     model, tok, proc = presets.load(out / "proxy")

@@ -68,6 +68,23 @@ def test_one_command_writes_every_output(mine, capsys):
     assert set(loaders.load_llava_json(out / "selected.json")["id"]) == set(best)
 
 
+def test_records_kept_without_their_outputs_run_again(mine, tmp_path):
+    """A folder committed without what git ignores (the prepared data, the proxy's weights) still runs: the
+    stages whose outputs are missing run again instead of being taken as done."""
+    import shutil
+    path, proxy, _ = mine
+    out = tmp_path / "out"
+    args = ["run", str(path), "--val", str(MINE / "mine_val.json"), "--fraction", "0.25", "--out", str(out),
+            "--proxy", proxy, "--warmup-epochs", "1", "--toxic-q", "0.3"]
+    cli.main(args)
+    first = (out / "toxic.csv").read_bytes()
+    for name in ("prepared", "proxy", "shift.parquet"):
+        shutil.rmtree(out / name) if (out / name).is_dir() else (out / name).unlink()
+    cli.main(args)
+    assert (out / "prepared").exists() and (out / "proxy").exists() and (out / "shift.parquet").exists()
+    assert (out / "toxic.csv").read_bytes() == first             # the same outputs again
+
+
 def test_a_validation_slice_carved_from_data(mine, tmp_path):
     path, _, _ = mine
     report = cli.prepare(path, tmp_path, val_fraction=0.25, seed=3)["report"]
