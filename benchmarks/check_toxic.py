@@ -19,7 +19,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import datasets
-import numpy as np
 import pandas as pd
 import torch
 import yaml
@@ -30,6 +29,7 @@ from ost.experiments import transfer
 from ost.method import score, toxic
 from ost.method.step import DEFAULT
 from ost.models import presets, train
+from ost.report.analysis import fill_block
 from ost.runs import paths
 from ost.runs.settings import Warmup
 
@@ -51,8 +51,7 @@ def load_set(name: str, config: dict):
         with open(made["labels"], newline="", encoding="utf-8") as f:
             kinds = {r["id"]: r["kind"] for r in csv.DictReader(f) if r["split"] == "train"}
         return dd, pd.Series(kinds).reindex(dd["pool"]["id"])
-    dd = screen_selectors.pool_for(config, pool_seed=1, extra_kinds=True)[0] if name == "pool1" else \
-        screen_selectors.pool_for(config)[0]
+    dd = screen_selectors.pool_for(config, **({"pool_seed": 1, "extra_kinds": True} if name == "pool1" else {}))[0]
     return dd, pd.Series(dd["pool"]["noise"], index=dd["pool"]["id"])
 
 
@@ -94,8 +93,9 @@ def measure(scores: pd.DataFrame, ref: pd.DataFrame, kinds: pd.Series, q: float)
                     if rule != "sign"}
         rows[kind] = row
     thresholds = {rule: float(f["threshold"].iloc[0]) for rule, f in flags.items()}
-    return {"kinds": rows, "thresholds_p": thresholds, "utility_threshold": float(np.quantile(ref["utility"], q)),
-            "loss_threshold": float(np.quantile(ref["loss"], 1 - q))}
+    cuts = toxic.cut_points(ref, q)
+    return {"kinds": rows, "thresholds_p": thresholds, "utility_threshold": cuts["utility"],
+            "loss_threshold": cuts["loss"]}
 
 
 def table(result: dict) -> str:
@@ -111,13 +111,10 @@ def table(result: dict) -> str:
 
 def render(result: dict, doc: Path):
     """Replace the table between `<!-- toxic-table:start -->` and `<!-- toxic-table:end -->` in `doc`."""
-    text = doc.read_text()
-    head, rest = text.split("<!-- toxic-table:start -->\n")
-    _, tail = rest.split("<!-- toxic-table:end -->")
     sets = "; ".join(f"{name}: proxy {r['val_accuracy']:.0%} validation exact match, {r['n_calibration']} calibration "
                      "samples" for name, r in result["sets"].items())
-    body = f"q = {result['q']:g}; {sets}.\n\n{table(result)}\n"
-    doc.write_text(f"{head}<!-- toxic-table:start -->\n{body}<!-- toxic-table:end -->{tail}")
+    fill_block(doc, f"q = {result['q']:g}; {sets}.\n\n{table(result)}", "<!-- toxic-table:start -->",
+               "<!-- toxic-table:end -->")
 
 
 def main(argv=None):

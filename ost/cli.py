@@ -73,12 +73,12 @@ def _fingerprint(path) -> str | None:
         return None
     path = Path(path)
     h = hashlib.sha256()
-    if path.is_dir():
-        for f in sorted(p for p in path.rglob("*") if p.is_file()):
-            st = f.stat()
-            h.update(f"{f.relative_to(path)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    else:
-        h.update(path.read_bytes())
+    if not path.is_dir():
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()[:20]     # streamed: DATA may be large
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        st = f.stat()
+        h.update(f"{f.relative_to(path)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()[:20]
 
 
@@ -238,14 +238,13 @@ def select_stage(out, *, fraction=0.2, selector=coverage.DEFAULT, seed=0, flag: 
     frame = score.read_scores(out / "scores.parquet").set_index("id")
     if (out / "shift.parquet").exists():
         frame = frame.join(pd.read_parquet(out / "shift.parquet").set_index("id")[["shift"]])
-    ok = frame[frame["status"] == "ok"].reset_index()
-    kept = coverage.choose(ok, fraction, selector, seed=seed)
+    ok = frame[frame["status"] == "ok"]
+    kept = coverage.choose(ok.reset_index(), fraction, selector, seed=seed)
     source = Path(_settings(out / "prepare.json")["settings"]["data"])
     runs.replace_text(out / "selected.json", json.dumps(_selected_records(source, set(kept), out), indent=1))
     ref = pd.read_parquet(out / "calibration.parquet").set_index("id")
-    flags = toxic.flag(ok.set_index("id"), ref, flag)
-    shifts = ok["shift"].to_numpy() if "shift" in ok else np.nan
-    listed = ok[["id", "utility", "loss"]].assign(shift=shifts).set_index("id").join(flags[["p", "rank", "signal"]])
+    flags = toxic.flag(ok, ref, flag)
+    listed = ok[["utility", "loss"]].assign(shift=ok.get("shift", np.nan)).join(flags[["p", "rank", "signal"]])
     listed["reason"] = _reasons(listed, flag)
     listed = listed[flags["flag"]].sort_values(["rank", "id"]).reset_index()
     listed.astype({"rank": int}).to_csv(out / "toxic.csv", index=False)
@@ -254,9 +253,9 @@ def select_stage(out, *, fraction=0.2, selector=coverage.DEFAULT, seed=0, flag: 
     stated = dict(rule=flag.rule, q=flag.q, signals=list(flag.signals), calibration=len(ref), flagged=len(listed),
                   threshold_p=threshold)
     if flag.rule == "calibrated":
+        cuts = toxic.cut_points(ref, flag.q)
         stated |= dict(expected_false_flag_rate=flag.q, can_flag=toxic.can_flag(threshold, len(ref)),
-                       utility_below=float(np.quantile(ref["utility"], flag.q)),
-                       loss_above=float(np.quantile(ref["loss"], 1 - flag.q)))
+                       utility_below=cuts["utility"], loss_above=cuts["loss"])
     report = dict(rows=len(frame), status=frame["status"].value_counts().sort_index().to_dict(),
                   selected=len(kept), fraction=fraction,
                   selector=dict(name=selector, seed=seed, signals=["utility"] + (["shift"] if "shift" in ok else [])),

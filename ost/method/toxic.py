@@ -126,6 +126,13 @@ def can_flag(threshold: float, n_calibration: int) -> bool:
 
 def _largest_threshold(cal_p: np.ndarray, q: float) -> float:
     """The largest t with mean(cal_p ≤ t) ≤ q (0 when even the smallest p would flag more)."""
-    candidates = np.unique(cal_p)
-    ok = [t for t in candidates if np.mean(cal_p <= t) <= q]
-    return float(max(ok)) if ok else 0.0
+    values = np.sort(cal_p)
+    flagged = np.searchsorted(values, values, side="right")        # calibration samples at or below each value
+    ok = values[flagged <= q * len(values)]
+    return float(ok[-1]) if len(ok) else 0.0
+
+
+def cut_points(calib: pd.DataFrame, q: float) -> dict:
+    """Each signal's q-quantile among the calibration samples on its toxic side, in the signal's own units:
+    where a flag on that signal alone would cut (what report.json states next to the p threshold)."""
+    return {s: float(np.quantile(calib[s], q if LOW_IS_TOXIC[s] else 1 - q)) for s in SIGNALS}
