@@ -1,9 +1,11 @@
 """Toxic flags on three sets: the share of each noise kind flagged, and the realised false-flag rate on clean samples.
 
 Sets: the main pool; pool seed 1 with its two extra noise kinds; and a LLaVA-JSON set of a task the pools do not
-have (ordering digits, `benchmarks/make_llava_set.py`, 2,400 records), read through the project's loader. For
-each, the validation set is split (`ost.method.toxic.split_calibration`): one half makes ĝ_val and measures the
-proxy's competence, the other is the calibration set and joins the warm-up as the pool does. The pool and the
+have (ordering digits, `benchmarks/make_llava_set.py`, 2,400 records), read through the project's loader. The
+pools carry a calibration split drawn as their clean samples are (`ost.data.pool.make_calibration_records`); the
+LLaVA set's validation file is split as the CLI splits a user's (`ost.method.toxic.split_calibration`): one half
+makes ĝ_val and measures the proxy's competence, the other is the calibration set. Either joins the warm-up as
+the pool does. The pool and the
 calibration set are scored with the default step; then every rule of `ost.method.toxic` flags at q, and each
 ranking's AUROC per kind is measured against the proxy's plain answer loss (the loss filter). Planted labels
 are read to measure, never to flag. Warm-ups and scores are cached under data/runs/toxic_check/<set>/.
@@ -56,9 +58,12 @@ def load_set(name: str, config: dict):
 
 
 def scored(name: str, dd, warm_up: Warmup, fraction: float):
-    """(pool scores, calibration scores, competence) from a warm-up with the calibration half, cached."""
-    folder = CACHE / f"{name}-cal{fraction:g}"
-    val, cal = toxic.split_calibration(dd["validation"], fraction, seed=warm_up.warmup_seed)
+    """(pool scores, calibration scores, competence) from a warm-up with the calibration set, cached."""
+    if "calibration" in dd:
+        folder, val, cal = CACHE / f"{name}-poolcal{len(dd['calibration'])}", dd["validation"], dd["calibration"]
+    else:
+        folder = CACHE / f"{name}-cal{fraction:g}"
+        val, cal = toxic.split_calibration(dd["validation"], fraction, seed=warm_up.warmup_seed)
     if not (folder / "calibration.parquet").exists():
         model, tok, proc, log = transfer.warm(dd, warm_up, calibration=cal)
         state = log["adam_state"]
@@ -122,7 +127,8 @@ def main(argv=None):
     parser.add_argument("--config", default=str(paths.ROOT / "configs" / "main.yaml"))
     parser.add_argument("--sets", nargs="+", default=["main", "pool1", "llava"], choices=["main", "pool1", "llava"])
     parser.add_argument("--q", type=float, default=toxic.Flag().q)
-    parser.add_argument("--calibration-fraction", type=float, default=0.5)
+    parser.add_argument("--calibration-fraction", type=float, default=0.5,
+                        help="the share of the LLaVA set's validation file that calibrates (the pools have their own)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True, help="the JSON result (read back with --render)")
     parser.add_argument("--render", type=Path, metavar="DOC",

@@ -22,7 +22,8 @@ __version__ = "0.1.0"
 _EXPORTS = {"Step": "method.step", "one_step_utility": "method.one_step", "score_pool": "method.score",
             "score_samples": "method.score", "validation_shift": "method.shift",
             "select": ("method.coverage", "choose"), "top_fraction": "method.select", "toxic_flags": "method.select",
-            "load_any": "data.loaders"}
+            "Flag": "method.toxic", "flag_toxic": ("method.toxic", "flag"), "split_calibration": "method.toxic",
+            "calibration_reference": ("method.toxic", "reference"), "load_any": "data.loaders"}
 __all__ = sorted(_EXPORTS)
 
 

@@ -5,7 +5,7 @@ import pytest
 
 from ost.data import digits, pool, schema, tasks
 
-SMALL = dict(n_groups=60, copies=3, n_val=12, n_test=12, seed=7)
+SMALL = dict(n_groups=60, copies=3, n_val=12, n_test=12, n_cal=10, seed=7)
 
 
 def _png(img):
@@ -41,6 +41,22 @@ def test_schema_and_splits(small):
     assert len(ids) == len(set(ids))
     assert set(small["validation"]["noise"]) == set(small["test"]["noise"]) == {"clean"}
     assert small["pool"][0]["image"].size == (digits.SIDE, digits.SIDE)
+
+
+def test_the_calibration_split_is_clean_items_asked_as_the_pools_are_and_changes_no_other_split(small):
+    cal = small["calibration"]
+    assert len(cal) == 10 and set(cal["noise"]) == {"clean"} and tuple(cal.column_names) == schema.FIELDS
+    groups = cal["group"]
+    assert [groups.count(g) for g in dict.fromkeys(groups)] == [3, 3, 3, 1]     # each item asked `copies` times
+    for r in cal:
+        assert (r["answer"], r["final"]) == tasks.solve(r["task"], _digits_in(r["answer"]))
+    assert not set(groups) & set(small["pool"]["group"])
+    assert len({_png(x) for x in cal["image"][:3]}) == 3            # one item, other handwriting each time
+    without = schema.build_pool(**{**SMALL, "n_cal": 0})
+    assert set(without) == set(schema.SPLITS)
+    for split in schema.SPLITS:        # the other splits are drawn from their own streams
+        assert without[split]["id"] == small[split]["id"] and without[split]["answer"] == small[split]["answer"]
+    assert schema.pool_dir(schema.pool_params(n_cal=0)) != schema.pool_dir(schema.pool_params(n_cal=10))
 
 
 def test_noise_rate_and_kinds():

@@ -60,7 +60,8 @@ def test_the_default_step_is_the_same_in_the_notebook_and_the_cli():
 
 
 def test_the_package_exports_what_a_user_needs():
-    for name in ("Step", "one_step_utility", "score_pool", "score_samples", "top_fraction", "toxic_flags"):
+    for name in ("Step", "one_step_utility", "score_pool", "score_samples", "top_fraction", "toxic_flags", "Flag",
+                 "flag_toxic", "split_calibration", "calibration_reference"):
         assert callable(getattr(ost, name))
     with pytest.raises(AttributeError):
         ost.not_a_name

@@ -84,3 +84,7 @@ def test_the_calibration_samples_join_the_warm_up_in_the_pools_share(records, mo
     seen.clear()
     transfer.warm(dd, Warmup(warmup_fraction=0.5))
     assert len(seen["ids"]) == 20 and not set(seen["ids"]) & set(cal["id"])
+    seen.clear()
+    dd["calibration"] = cal                  # a pool's own calibration split joins by default
+    transfer.warm(dd, Warmup(warmup_fraction=0.5))
+    assert seen["ids"] == ids

@@ -11,6 +11,8 @@ on (`extra_kinds`): `neighbour_answer` (a fluent answer copied from another reco
 as a generator that joins records off by one writes it) and `operation_slip` (the rationale applies the
 wrong operation or order, consistently: 7 - 5 for a sum, 3 - 8 = -5 for a difference, a + for a product).
 Validation and test splits are clean, one sample per item, drawn from handwriting the pool never saw.
+The calibration split is clean too, but drawn as the pool's clean samples are (pool handwriting, each item
+asked `copies` times): the toxic flags' threshold holds only on a reference exchangeable with them.
 """
 import numpy as np
 
@@ -151,6 +153,18 @@ def make_clean_records(split, n, families=tuple(tasks.FAMILIES), seed=0) -> list
         r.pop("_digits")
         out.append({"id": f"{split}-{k:06d}", **r})
     return out
+
+
+def make_calibration_records(n, copies=2, families=tuple(tasks.FAMILIES), seed=0) -> list:
+    """`n` clean samples made as the pool's clean ones are: pool-side handwriting, random families, each item
+    asked `copies` times. Validation samples are not such a reference: held-out handwriting and one phrasing per
+    item give them a higher loss than the pool's clean samples, and a threshold read from them flags too little."""
+    rng = np.random.default_rng([seed, 4])
+    fams = [str(f) for f in rng.choice(list(families), size=-(-n // copies))]
+    items = [(f, tasks.sample_digits(f, rng)) for f in fams]
+    records = [_item(f, ds, "pool", rng, f"cal-g{g:05d}") for g, (f, ds) in enumerate(items) for _ in range(copies)]
+    return [{"id": f"cal-{k:06d}", **{key: v for key, v in r.items() if key != "_digits"}}
+            for k, r in enumerate(records[:n])]
 
 
 def make_base_records(n, seed=0) -> list:

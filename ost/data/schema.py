@@ -57,22 +57,23 @@ def pool_params(**overrides) -> dict:
 
 def pool_dir(params: dict) -> Path:
     """data/pools/synth-<hash of the parameters>: a cache key, so each setting is built once."""
-    # extra_kinds joined the parameters later: keyed only when set, so existing pools keep their folders
-    params = {k: v for k, v in params.items() if not (k == "extra_kinds" and not v)}
+    # extra_kinds and n_cal joined the parameters later: keyed only when set, so existing pools keep their folders
+    params = {k: v for k, v in params.items() if not (k in ("extra_kinds", "n_cal") and not v)}
     key = hashlib.sha256(json.dumps([pool.GENERATOR_VERSION, params], sort_keys=True).encode()).hexdigest()[:10]
     return paths.DATA / "pools" / f"synth-{key}"
 
 
 def build_pool(**overrides) -> datasets.DatasetDict:
-    """Generate the pool and its clean validation and test splits (seeded, in memory)."""
+    """Generate the pool and its clean validation, test and (with `n_cal`) calibration splits (seeded, in memory)."""
     p = pool_params(**overrides)
     gen = {k: p[k] for k in ("n_groups", "copies", "noise_rate", "systematic_share", "carry_share",
                              "duplicate_rate", "extra_kinds", "seed")}
-    return datasets.DatasetDict({
-        "pool": to_dataset(pool.make_pool_records(**gen)),
-        "validation": to_dataset(pool.make_clean_records("val", p["n_val"], seed=p["seed"])),
-        "test": to_dataset(pool.make_clean_records("test", p["n_test"], seed=p["seed"])),
-    })
+    splits = {"pool": to_dataset(pool.make_pool_records(**gen)),
+              "validation": to_dataset(pool.make_clean_records("val", p["n_val"], seed=p["seed"])),
+              "test": to_dataset(pool.make_clean_records("test", p["n_test"], seed=p["seed"]))}
+    if p["n_cal"]:
+        splits["calibration"] = to_dataset(pool.make_calibration_records(p["n_cal"], p["copies"], seed=p["seed"]))
+    return datasets.DatasetDict(splits)
 
 
 def config_pool(config: dict, **changes) -> datasets.DatasetDict:

@@ -29,8 +29,10 @@ def warm_rows(n_pool: int, fraction: float, seed: int) -> list:
 def warm(dd, warm_up: Warmup, warm_ids=None, progress=False, calibration=None):
     """(model, tokenizer, processor, sft log) of `warm_up.proxy` fine-tuned as `warm_up` says: on `warm_ids`
     (a slice recorded elsewhere, e.g. notebook 01's) or, without them, on the warm-up's own slice (`warm_rows`).
-    `calibration` (clean samples, `ost.method.toxic.split_calibration`) joins the warm-up in the pool's share,
-    so the toxic threshold is calibrated on samples treated exactly as the pool's clean ones."""
+    `calibration` (clean samples; by default the pool's own `calibration` split when it has one) joins the warm-up
+    in the pool's share, so the toxic threshold is calibrated on samples treated exactly as the pool's clean ones."""
+    if calibration is None:
+        calibration = dd.get("calibration")
     if warm_ids is None:
         rows = warm_rows(len(dd["pool"]), warm_up.warmup_fraction, warm_up.warmup_seed)
     else:

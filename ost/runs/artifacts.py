@@ -20,6 +20,7 @@ MADE_BY = {                       # artifact → the notebook that writes it
     "scoring.json": "02_score_utility",
     "score_parts": "02_score_utility",
     "shift.parquet": "02_score_utility",
+    "calibration.parquet": "02_score_utility",
     "subsets.parquet": "03_select_subsets",
     "baselines.parquet": "04_score_baselines",
     "baselines.json": "04_score_baselines",

@@ -56,6 +56,7 @@ class Pool(_Stage):
     duplicate_rate: float = 0.05   # exact copies on top (wasteful, not toxic)
     extra_kinds: tuple = ()        # noise kinds beyond the main pool's (the second pool of the step check)
     n_val: int = 200               # clean validation samples
+    n_cal: int = 200               # clean calibration samples of the toxic flags, drawn as the pool's clean ones
     n_test: int = 1000             # clean test samples
     pool_seed: int = 0             # decides the whole pool
 
