@@ -16,7 +16,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 BASES := proxy target
 NOTEBOOKS := $(notdir $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb)))
 
-.PHONY: help venv lint test reproduce readme regime warmup-curve step-variants credibility bench bench-sft lab clean-quick
+.PHONY: help venv lint test reproduce readme regime warmup-curve toxic-check step-variants credibility bench bench-sft lab clean-quick
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -60,6 +60,7 @@ reproduce: venv ## the main job: run every notebook with configs/$(RUN).yaml int
 readme: venv ## render README.md's table from results/main/summary.json, docs/results.md's from regime.json and credibility.json
 	$(PY) -m ost.report.analysis --summary results/main/summary.json --readme README.md > /dev/null
 	$(PY) -m ost.experiments.regime --out results/main/regime.json --readme docs/results.md
+	$(PY) benchmarks/check_toxic.py --out results/bench/toxic_flags.json --render docs/toxic.md --readme README.md
 	$(if $(wildcard results/main/credibility.json),$(PY) -m ost.experiments.credibility --config configs/main.yaml --readme docs/results.md)
 
 regime: venv ## learning curves of the target: full pool and clean part, 3 lrs x 3 seeds, 8 epochs (~40 min) -> results/$(RUN)/regime.json
@@ -67,6 +68,10 @@ regime: venv ## learning curves of the target: full pool and clean part, 3 lrs x
 
 warmup-curve: venv ## proxy competence vs warm-up length: val exact match, toxic AUROC of OST and the loss filter (~10 min) -> results/$(RUN)/warmup_curve.json
 	$(PY) -m ost.experiments.warmup_curve --config configs/$(RUN).yaml --out results/$(RUN)/warmup_curve.json
+
+toxic-check: venv ## toxic flags on three sets: share of each noise kind flagged at q = 5 %, realised false-flag rate, AUROC against the loss filter (~15 min) -> docs/toxic.md
+	$(PY) benchmarks/check_toxic.py --out results/bench/toxic_flags.json
+	$(PY) benchmarks/check_toxic.py --out results/bench/toxic_flags.json --render docs/toxic.md --readme README.md
 
 step-variants: venv ## which one-step ranking finds the toxic samples: every step variant on the main pool and a second pool with 2 new noise kinds (~10 min) -> docs/step_choice.md
 	OMP_NUM_THREADS=1 $(PY) benchmarks/step_variants.py --config configs/$(RUN).yaml --fraction 1.0 --epochs 12 \

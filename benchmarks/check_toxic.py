@@ -11,7 +11,7 @@ ranking's AUROC per kind is measured against the proxy's plain answer loss (the 
 are read to measure, never to flag. Warm-ups and scores are cached under data/runs/toxic_check/<set>/.
 
     python benchmarks/check_toxic.py --out results/bench/toxic_flags.json [--sets main pool1 llava] [--q 0.05]
-    python benchmarks/check_toxic.py --out results/bench/toxic_flags.json --render docs/toxic.md
+    python benchmarks/check_toxic.py --out results/bench/toxic_flags.json --render docs/toxic.md --readme README.md
 """
 import argparse
 import csv
@@ -122,6 +122,21 @@ def render(result: dict, doc: Path):
                "<!-- toxic-table:end -->")
 
 
+def summary(result: dict) -> str:
+    """The README's lines: per set, the realised false-flag rate, the kind flagged least, the lowest AUROC."""
+    q, rule = result["q"], "utility+loss"
+    lines = [f"Toxic flags at q = {q:.0%} (the utility and the proxy's loss, threshold calibrated on clean samples; "
+             "[docs/toxic.md](docs/toxic.md) has every kind and rule):", ""]
+    for name, r in result["sets"].items():
+        kinds = {k: row for k, row in r["kinds"].items() if k != "clean"}
+        least = min(kinds, key=lambda k: kinds[k][rule])
+        low = min(kinds, key=lambda k: kinds[k]["auroc_" + rule])
+        lines.append(f"- {name}: {r['kinds']['clean'][rule]:.1%} of clean samples flagged; every kind "
+                     f"{kinds[least][rule]:.1%} or more ({least} least); AUROC {kinds[low]['auroc_' + rule]:.3f} "
+                     f"or more ({low}; the loss filter there: {kinds[low]['auroc_loss']:.3f})")
+    return "\n".join(lines)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(paths.ROOT / "configs" / "main.yaml"))
@@ -133,9 +148,13 @@ def main(argv=None):
     parser.add_argument("--out", type=Path, required=True, help="the JSON result (read back with --render)")
     parser.add_argument("--render", type=Path, metavar="DOC",
                         help="only write the table of --out into DOC between its toxic-table markers")
+    parser.add_argument("--readme", type=Path, help="with --render: also its summary into README's toxic markers")
     args = parser.parse_args(argv)
     if args.render:
-        render(json.loads(args.out.read_text()), args.render)
+        result = json.loads(args.out.read_text())
+        render(result, args.render)
+        if args.readme:
+            fill_block(args.readme, summary(result), "<!-- toxic:start -->", "<!-- toxic:end -->")
         return
     torch.set_num_threads(args.threads)
     config = yaml.safe_load(open(args.config))
