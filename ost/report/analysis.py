@@ -179,7 +179,7 @@ def claims(table: pd.DataFrame) -> dict:
 PAPER_COST = {"training_cost_reduction_top50": 0.43, "ost_time_saving_vs_judge": 0.17}
 
 
-def _claims_markdown(claims: dict) -> str:
+def claims_markdown(claims: dict) -> str:
     lines = ["| the paper's claim | paper | here, points ± 95 % CI | MDD | sign holds | resolved (CI excludes 0) |",
              "|---|---|---|---|---|---|"]
     yes_no = {True: "yes", False: "**no**", None: "–"}
@@ -208,7 +208,7 @@ def readme_block(summary: dict) -> str:
     table = paper_table(pd.DataFrame(summary["rows"]))
     parts = [markdown(table)]
     if "claims" in summary:
-        parts.append(_claims_markdown(summary["claims"]))
+        parts.append(claims_markdown(summary["claims"]))
     cost = summary.get("cost")
     if cost:
         saving = 1 - cost["pipeline_seconds_ost50"] / cost["pipeline_seconds_judge50"]
