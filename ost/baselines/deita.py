@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from ost.baselines.judge import Judge
 from ost.baselines.scores import Scores, forward_flops
+from ost.runs.workers import bar
 
 
 class Embedder:
@@ -45,7 +45,7 @@ class Embedder:
     @torch.no_grad()
     def encode(self, texts, progress: bool = False) -> np.ndarray:
         texts, out, tokens, start = list(texts), [], 0, time.perf_counter()
-        for i in tqdm(range(0, len(texts), self.batch_size), desc="embed", disable=not progress):
+        for i in bar(range(0, len(texts), self.batch_size), desc="embed", progress=progress):
             batch = self.tok(texts[i:i + self.batch_size], padding=True, truncation=True,
                              max_length=self.max_length, return_tensors="pt")
             hidden = self.model(**batch).last_hidden_state

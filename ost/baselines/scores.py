@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from ost.data.pool import TOXIC
 from ost.method import select
 from ost.method.step import PAPER
 from ost.models import collate
+from ost.runs.workers import bar
 
 
 @dataclass
@@ -122,7 +122,7 @@ def _losses(model, tokenizer, processor, samples, batch_size, desc, progress):
     n_text, n_vis = _split_params(model)
     out, flops = [], 0.0
     try:
-        for i in tqdm(range(0, len(samples), batch_size), desc=desc, disable=not progress):
+        for i in bar(range(0, len(samples), batch_size), desc=desc, progress=progress):
             batch = col(samples[i:i + batch_size])
             out.append(collate.per_sample_loss(model, batch).double())
             flops += forward_flops(n_text, int(batch["attention_mask"].sum()))

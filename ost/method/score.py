@@ -23,13 +23,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from ost import runs
 from ost.data import schema, validate
 from ost.method import one_step, per_sample
 from ost.method.step import DEFAULT, METHODS, OPTIMIZERS, Step
 from ost.models import collate, presets, train
+from ost.runs.workers import bar
 
 COLUMNS = ("id", "utility", "loss", "status")
 
@@ -229,7 +229,7 @@ def score_pool(model, tokenizer, processor, pool, validation, out, *, step=DEFAU
         if not all(torch.isfinite(g).all() for g in kwargs["val_grad"]):
             warnings.warn("the validation gradient is not finite: every utility will be 'nonfinite'; check the "
                           "model's weights and the validation samples", stacklevel=2)
-    for k in tqdm(mine, desc=f"scoring parts (rank {rank}/{world})", disable=not progress):
+    for k in bar(mine, desc=f"scoring parts (rank {rank}/{world})", progress=progress):
         rows = range(k * part_size, min((k + 1) * part_size, len(pool)))
         part = pool.select(rows)
         torch.manual_seed(seed)

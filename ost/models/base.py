@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerFast
 
 from ost import runs
@@ -23,6 +22,7 @@ from ost.data import digits as dg
 from ost.data import pool, schema
 from ost.models import presets, train
 from ost.runs import paths
+from ost.runs.workers import bar
 
 TOKENIZER_CORPUS = dict(n_groups=600, copies=1, seed=12345)   # text the BPE is trained on
 BASE_RECIPE = dict(vision_images=6000, vision_epochs=3, n_samples=16000, epochs=3, batch_size=32, lr=2e-3, seed=0)
@@ -73,7 +73,7 @@ def pretrain_vision(model, processor, n_images=6000, epochs=2, batch_size=64, lr
     opt = torch.optim.AdamW(list(tower.parameters()) + list(head.parameters()), lr=lr)
     history, steps = [], epochs * (n_images // batch_size)
     order = torch.randperm(n_images, generator=torch.Generator().manual_seed(seed))
-    for step in tqdm(range(steps), desc="vision pretraining", disable=not progress):
+    for step in bar(range(steps), desc="vision pretraining", progress=progress):
         pos = step % (n_images // batch_size)
         if pos == 0 and step:
             order = order[torch.randperm(n_images, generator=torch.Generator().manual_seed(seed + step))]

@@ -10,13 +10,13 @@ from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from ost.data.answers import find_final
 from ost.data.schema import normalize_final
 from ost.models.collate import IGNORE, Collator, EncodedDataset, per_sample_loss
+from ost.runs.workers import bar, show_progress
 
 
 class _History(TrainerCallback):
@@ -144,9 +144,12 @@ def sft(model, tokenizer, processor, dataset, *, epochs: float = 3, batch_size: 
     (`AnswerLossTrainer`); `optim` is Trainer's name of the AdamW kernel (the fused one: the same update as the
     per-parameter loop, in fewer passes); with `real_tokens` the decoder's MLP skips padding (`real_tokens_only`).
     Each leaves the training as it was, within float rounding; what each saves: `make bench-sft`.
+    `progress` draws Trainer's bar and prints its logs on the command line; inside a notebook neither shows
+    (`ost.runs.workers.show_progress`), nor does Trainer's notebook table of the losses.
     """
     if len(dataset) == 0:
         raise ValueError("cannot fine-tune on an empty dataset")
+    progress = show_progress(progress)     # with disable_tqdm Trainer adds neither its bar nor its notebook table
     history = _History()
     with tempfile.TemporaryDirectory() as tmp:
         args = TrainingArguments(
@@ -237,7 +240,7 @@ def generate(model, tokenizer, processor, dataset, batch_size: int = 64, max_new
     model.eval()
     collate = Collator(tokenizer, processor, with_answer=False)
     texts = []
-    for batch in tqdm(list(_batches(dataset, batch_size)), desc="generate", disable=not progress):
+    for batch in bar(list(_batches(dataset, batch_size)), desc="generate", progress=progress):
         inputs = collate(list(batch))
         out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id)

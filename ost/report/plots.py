@@ -10,6 +10,37 @@ import seaborn as sns
 
 sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
 
+# The colour of a planted kind wherever a figure marks toxic samples: only the kinds of `ost.data.pool.TOXIC` are
+# toxic; an exact duplicate is wasteful, not toxic, so it takes a neutral colour of its own.
+CLEAN, DUPLICATE, TOXIC = "steelblue", "darkgrey", "firebrick"
+
+
+def is_toxic(kind) -> bool:
+    """Whether a planted noise kind is toxic (`ost.data.pool.TOXIC`): "clean" and "duplicate" are not."""
+    from ost.data.pool import TOXIC as TOXIC_KINDS
+    return kind in TOXIC_KINDS
+
+
+def toxic_colour(kind) -> str:
+    """`CLEAN`, `DUPLICATE` or `TOXIC` for a planted noise kind; a kind that is neither clean nor toxic (a
+    duplicate, or a label this pool does not plant) is neutral."""
+    return TOXIC if is_toxic(kind) else CLEAN if kind == "clean" else DUPLICATE
+
+
+def scatter_by_toxic(x, y, noise, ax=None, s: float = 12, **kw):
+    """Points coloured by whether their planted kind is toxic: clean, exact duplicates (neutral: wasteful, not
+    toxic), and the toxic kinds of `ost.data.pool.TOXIC`; each group that occurs gets a legend entry."""
+    import numpy as np
+    x, y, noise = np.asarray(x, dtype=float), np.asarray(y, dtype=float), np.asarray(noise)
+    ax = ax or plt.subplots(figsize=(4.8, 4.4))[1]
+    colours = np.array([toxic_colour(k) for k in noise])
+    for colour, label in ((CLEAN, "clean"), (DUPLICATE, "duplicate (not toxic)"), (TOXIC, "toxic")):
+        m = colours == colour
+        if m.any():
+            ax.scatter(x[m], y[m], s=s, color=colour, label=label, **kw)
+    ax.legend(fontsize=8)
+    return ax
+
 
 def save_fig(fig, path) -> Path:
     """Save as PNG (folders created) and return the path, so a notebook can assert it exists."""
@@ -29,7 +60,7 @@ def sample_grid(dataset, n: int = 12, cols: int = 4, width: int = 34):
         ax.set_xticks([]), ax.set_yticks([])
         text = "\n".join(textwrap.wrap(f"Q: {sample['question']}", width) +
                          textwrap.wrap(f"A: {sample['answer']}", width))
-        colour = "black" if sample["noise"] == "clean" else "firebrick"
+        colour = TOXIC if is_toxic(sample["noise"]) else "black"
         ax.set_title(f"{sample['task']} · {sample['noise']}", fontsize=9, color=colour)
         ax.set_xlabel(text, fontsize=7, loc="left")
     for ax in list(axes.flat)[n:]:
@@ -96,14 +127,22 @@ def roc_by_kind(scores, labels, title: str, ax=None):
 
 def utility_vs_norm(utility, norms, labels, title: str, ax=None, xlabel: str = "gradient norm ‖g_i‖"):
     """Utility against the sample's gradient norm (or another positive quantity, e.g. the proxy's loss; log x),
-    one colour per noise kind: does the score follow how large the gradient is rather than where it points?"""
+    one colour per noise kind: does the score follow how large the gradient is rather than where it points?
+    Clean samples are light grey and exact duplicates (not toxic) a darker grey; each toxic kind has a colour."""
+    import itertools
+
     import numpy as np
     utility, norms, labels = np.asarray(utility, dtype=float), np.asarray(norms, dtype=float), np.asarray(labels)
     ax = ax or plt.subplots(figsize=(6.4, 4.6))[1]
-    for k, color in zip(by_kind_order(labels), sns.color_palette("tab10", 12)):
+    palette = sns.color_palette("tab10", 10)
+    toxic = itertools.cycle([c for i, c in enumerate(palette) if i != 7] + ["black"])   # tab10's 8th is grey
+    for k in by_kind_order(labels):
         m = labels == k
-        ax.scatter(norms[m], utility[m], s=6 if k == "clean" else 10, alpha=0.35 if k == "clean" else 0.8,
-                   color="grey" if k == "clean" else color, label=k)
+        if is_toxic(k):
+            ax.scatter(norms[m], utility[m], s=10, alpha=0.8, color=next(toxic), label=k)
+        else:
+            ax.scatter(norms[m], utility[m], s=6, alpha=0.35, color="silver" if k == "clean" else "dimgrey",
+                       label="duplicate (not toxic)" if k == "duplicate" else k)
     ax.set_xscale("log"), ax.axhline(0, color="firebrick", lw=1, ls="--")
     ax.set_xlabel(xlabel), ax.set_ylabel("utility"), ax.set_title(title)
     ax.legend(fontsize=7, markerscale=1.5, ncol=2)
@@ -154,3 +193,14 @@ def auroc_heatmap(auroc: dict, ax=None):
     sns.heatmap(frame, annot=True, fmt=".2f", vmin=0, vmax=1, cmap="RdBu", center=0.5, ax=ax, cbar=False)
     ax.set_title("toxic detection AUROC (higher score = clean)")
     return ax
+
+
+
+def significant(table, digits: int = 3):
+    """A table (DataFrame or Series) to display, its floats written with `digits` significant figures: a utility
+    of 0.000446 keeps its digits where `.round(3)` would show 0. The float columns become text: display only."""
+    import pandas as pd
+
+    def column(c):
+        return c.map(lambda v: f"{v:.{digits}g}") if pd.api.types.is_float_dtype(c) else c
+    return column(table) if isinstance(table, pd.Series) else table.apply(column)

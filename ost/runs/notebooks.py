@@ -1,7 +1,30 @@
 """A notebook's papermill parameters: read without running it, checked against a config, then executed."""
+import re
 from pathlib import Path
 
 from ost.runs import paths
+
+# A number in exponent form without a dot (1e-3, 2E5): YAML 1.1, and so PyYAML, reads it as a string.
+_EXPONENT = re.compile(r"^[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)[eE][-+]?\d+$")
+
+
+def parameter_value(text: str):
+    """One `-p NAME VALUE` value from the command line: a number when it reads as one (3, -1.5, 1e-3, 2e-5, in a
+    list too), true or false, a YAML list or mapping ([0, 1], {a: 1}), a quoted YAML string ("'3'" → "3"), else
+    the text itself ("proxy", "", "null", "yes")."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT, list("-+0123456789."))
+    try:
+        value = yaml.load(text, Loader=Loader)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, bool) and text.strip().lower() not in ("true", "false"):
+        return text                                             # YAML 1.1's yes/no/on/off stay words
+    return value if isinstance(value, (bool, int, float, list, dict, str)) else text
 
 
 def notebook_parameters(path) -> dict:
@@ -76,12 +99,13 @@ def main(argv=None):
     run.add_argument("output")
     run.add_argument("-f", "--config", help="a configs/*.yaml shared by the chain")
     run.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                     help="one parameter; VALUE is read as YAML (3 → int, 1e-3 → float, [0, 1] → list)")
+                     help="one parameter; VALUE is a number when it reads as one (3 → int, 1e-3 → float), "
+                          "YAML for true/false, [0, 1] → list, else the text")
     args = parser.parse_args(argv)
     if args.command == "check":
         config = yaml.safe_load(Path(args.config).read_text()) or {}
         check_config(config)
         print(f"{len(config)} keys, each a parameter of a notebook with a matching type")
     else:
-        params = {name: yaml.safe_load(value) for name, value in args.parameter}
+        params = {name: parameter_value(value) for name, value in args.parameter}
         execute(args.notebook, args.output, args.config, params)
