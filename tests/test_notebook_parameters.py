@@ -2,7 +2,6 @@
 import sys
 import types
 
-import nbformat
 import pytest
 
 from ost.models import train
@@ -18,19 +17,6 @@ from ost.runs import notebooks, paths, workers
 def test_a_command_line_value_is_a_number_when_it_reads_as_one(text, value):
     got = notebooks.parameter_value(text)
     assert got == value and type(got) is type(value)
-
-
-def test_execute_on_the_command_line_takes_an_exponent_float(tmp_path):
-    nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell("lr = 2.0e-3        # a learning rate\nsteps = 2          # how many")
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell("assert isinstance(lr, float)\nprint(lr * steps)")]
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nbformat.write(nb, str(tmp_path / "tiny.ipynb"))
-    notebooks.main(["execute", str(tmp_path / "tiny.ipynb"), str(tmp_path / "out.ipynb"), "-p", "lr", "1e-3",
-                    "-p", "steps", "3"])
-    out = nbformat.read(str(tmp_path / "out.ipynb"), as_version=4)
-    assert out.cells[-1].outputs[0]["text"].strip() == "0.003"
 
 
 def test_every_seed_parameter_names_what_it_seeds():

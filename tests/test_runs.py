@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from ost import runs
-from ost.runs import paths
+from ost.runs import notebooks, paths
 
 
 def test_every_notebook_has_flat_commented_parameters():
@@ -36,12 +36,13 @@ def test_a_missing_artifact_names_the_notebook_that_makes_it():
     assert not (paths.RESULTS / "no-such-run").exists()                   # asking never creates folders
 
 
-def _tiny_notebook(path):
+def _tiny_notebook(path, params="steps = 2          # how many\nname = \"x\"        # a label",
+                   body="assert steps > 0\nresult = name * steps\nprint(result)"):
     import nbformat
     nb = nbformat.v4.new_notebook()
-    params = nbformat.v4.new_code_cell("steps = 2          # how many\nname = \"x\"        # a label")
+    params = nbformat.v4.new_code_cell(params)
     params.metadata["tags"] = ["parameters"]
-    nb.cells = [params, nbformat.v4.new_code_cell("assert steps > 0\nresult = name * steps\nprint(result)")]
+    nb.cells = [params, nbformat.v4.new_code_cell(body)]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, str(path))
     return path
@@ -91,3 +92,12 @@ def test_pool_workers_exit_when_their_parent_is_killed():
     while _alive(worker) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not _alive(worker)
+
+
+def test_execute_on_the_command_line_takes_an_exponent_float(tmp_path):
+    import nbformat
+    nb = _tiny_notebook(tmp_path / "tiny.ipynb", "lr = 2.0e-3        # a learning rate\nsteps = 2          # how many",
+                        "assert isinstance(lr, float)\nprint(lr * steps)")
+    notebooks.main(["execute", str(nb), str(tmp_path / "out.ipynb"), "-p", "lr", "1e-3", "-p", "steps", "3"])
+    out = nbformat.read(str(tmp_path / "out.ipynb"), as_version=4)
+    assert out.cells[-1].outputs[0]["text"].strip() == "0.003"
