@@ -47,14 +47,15 @@ test: venv lint ## lint, then the tests and every notebook executed at its quick
 reproduce: venv ## the main job: run every notebook with configs/$(RUN).yaml into results/$(RUN)/, then the README table
 	mkdir -p results/$(RUN)
 	$(if $(wildcard configs/$(RUN).yaml),$(PY) -m ost.runs check configs/$(RUN).yaml)
-	start=$$(date +%s); \
+	start=$$(date +%s); logged=$$(cat data/runs/$(RUN)/sft_progress.jsonl 2>/dev/null | wc -l); \
 	$(PY) -m ost.models.base $(BASES) proxy-small && \
 	for nb in $(NOTEBOOKS); do \
 	  $(PY) -m ost.runs execute $(if $(wildcard configs/$(RUN).yaml),-f configs/$(RUN).yaml) -p run $(RUN) \
 	    notebooks/$$nb results/$(RUN)/$$nb || exit 1; \
 	done; \
-	printf '{"wall_seconds": %d, "commit": "%s", "finished": "%s"}\n' $$(( $$(date +%s) - start )) \
-	  "$$(git rev-parse --short HEAD)" "$$(date -u +%FT%TZ)" > results/$(RUN)/reproduce.json
+	printf '{"wall_seconds": %d, "commit": "%s", "finished": "%s", "sft_runs_logged_before": %d}\n' \
+	  $$(( $$(date +%s) - start )) "$$(git rev-parse --short HEAD)" "$$(date -u +%FT%TZ)" $$logged \
+	  > results/$(RUN)/reproduce.json
 	$(if $(filter main,$(RUN)),$(MAKE) --no-print-directory readme)
 
 readme: venv ## render README.md's table from results/main/summary.json, docs/results.md's from regime.json and credibility.json

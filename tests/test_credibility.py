@@ -26,6 +26,23 @@ def test_checks_a_and_b_come_from_the_runs():
     text = credibility.markdown({**steady, "reproduce_seconds": 3900.0, "d_reproduce_seconds": False})
     assert "| (a) Full-SFT 95 % CI half-width | ≤ 3 points | 66.5 ± " in text and "+14.0 / +11.0 / +12.5" in text
     assert "| 65 min | **no** |" in text and "(c)" not in text
+    reused = credibility.markdown({**steady, "reproduce_seconds": 1900.0, "reproduce_reused_sft_runs": 48,
+                                   "d_reproduce_seconds": None})
+    assert "| 32 min, not a clean clone's: 48 SFT runs came from the run's log | – |" in reused
+
+
+def test_a_reproduce_that_reused_logged_runs_does_not_count_for_d(tmp_path, monkeypatch):
+    import json
+
+    from ost.runs import paths
+    monkeypatch.setattr(paths, "RESULTS", tmp_path)
+    monkeypatch.setattr(credibility.sft_grid, "load_runs", lambda path: _runs([0.66, 0.67, 0.665], [0.80, 0.78, 0.79]))
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "sft_runs.jsonl").write_text("")
+    for logged, holds in ((0, True), (12, None)):
+        (tmp_path / "r" / "reproduce.json").write_text(json.dumps({"wall_seconds": 1800, "sft_runs_logged_before":
+                                                                   logged}))
+        assert credibility.report("r", {}, rebuild=False, progress=False)["d_reproduce_seconds"] is holds
 
 
 def test_a_base_built_with_other_threads_gets_its_own_folder():

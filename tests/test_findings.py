@@ -36,10 +36,11 @@ def test_claims_are_judged_by_their_interval(run, monkeypatch):
         "top20_fixed_compute_vs_judge": {**claim, "difference_points": None, "holds": None, "resolved": None},
         "one_seed": {**claim, "difference_points": 2.0, "ci95_points": None, "holds": True, "resolved": None}}})
     text = findings.markdown(run, "07_analyze_results")
-    assert "top20 fixed compute vs full: paper +8.8 points, here -1.4 ± 0.5: does not hold, resolved" in text
-    assert "top50 vs judge: paper +8.8 points, here +0.3 ± 2.0: holds, not resolved (the interval spans 0)" in text
+    assert "top20 fixed compute vs full: paper +8.8 points, here -1.4 ± 0.5: does not hold: resolved against" in text
+    assert ("top50 vs judge: paper +8.8 points, here +0.3 ± 2.0: not shown here: the interval spans 0, and the "
+            "paper's figure lies above it.") in text
     assert "top20 fixed compute vs judge: not measured in this run." in text
-    assert "one seed: paper +8.8 points, here +2.0: holds, one seed: no interval." in text
+    assert "one seed: paper +8.8 points, here +2.0: the paper's sign, one seed: no interval." in text
 
 
 def test_overlaps_near_chance_are_named(run):

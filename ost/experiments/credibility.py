@@ -92,15 +92,18 @@ def report(run: str, config: dict, rebuild: bool = True, progress: bool = True) 
         out["base_threads"] = rebuilt_base(config, checks, sft, progress=progress)
     timing = runs.results_dir(run) / "reproduce.json"
     if timing.exists():
-        seconds = json.loads(timing.read_text())["wall_seconds"]
-        out["reproduce_seconds"] = seconds
-        out["d_reproduce_seconds"] = bool(seconds <= GOALS["reproduce_seconds"])
+        record = json.loads(timing.read_text())
+        out["reproduce_seconds"] = record["wall_seconds"]
+        # SFT runs already in the run's log are reused, not trained: such a wall time is not the clean clone's
+        out["reproduce_reused_sft_runs"] = record.get("sft_runs_logged_before", 0)
+        out["d_reproduce_seconds"] = (None if out["reproduce_reused_sft_runs"]
+                                      else bool(record["wall_seconds"] <= GOALS["reproduce_seconds"]))
     return out
 
 
 def markdown(rep: dict) -> str:
     """The checks as docs/results.md shows them."""
-    yes = {True: "yes", False: "**no**"}
+    yes = {True: "yes", False: "**no**", None: "–"}
     pct = lambda xs: " / ".join(f"{100 * x:.1f}" for x in xs)     # noqa: E731
     lines = ["| check | goal | measured | holds |", "|---|---|---|---|",
              f"| (a) Full-SFT 95 % CI half-width | ≤ {100 * GOALS['full_ci95']:g} points | "
@@ -122,8 +125,11 @@ def markdown(rep: dict) -> str:
                          f"{100 * m1:+.1f} ± {100 * h1:.1f} points on the 1-thread base, {100 * m2:+.1f} ± "
                          f"{100 * h2:.1f} on the {c['threads']}-thread one | – |")
     if "reproduce_seconds" in rep:
-        lines.append(f"| (d) `make reproduce`, clean clone | ≤ {GOALS['reproduce_seconds'] // 60} min | "
-                     f"{rep['reproduce_seconds'] / 60:.0f} min | {yes[rep['d_reproduce_seconds']]} |")
+        reused = rep.get("reproduce_reused_sft_runs", 0)
+        took = f"{rep['reproduce_seconds'] / 60:.0f} min" + (
+            f", not a clean clone's: {reused} SFT runs came from the run's log" if reused else "")
+        lines.append(f"| (d) `make reproduce`, clean clone | ≤ {GOALS['reproduce_seconds'] // 60} min | {took} | "
+                     f"{yes[rep['d_reproduce_seconds']]} |")
     return "\n".join(lines)
 
 
