@@ -227,11 +227,12 @@ def _dropped_clean(run: str, labels: pd.DataFrame) -> str:
     together = by_task.corr(toxic.reindex(by_task.index), method="spearman")
     line = (f"The harm filter drops {_pct(dropped[clean].mean())} of the clean samples, unevenly: "
             + ", ".join(f"`{t}` {_pct(v)} (its toxic share {_pct(toxic[t])})" for t, v in by_task.items()) + ". ")
+    n = len(by_task)
     if together > 0:
-        return line + ("The more of a task is noise, the more of its clean samples go with it (Spearman "
-                       f"{together:.2f} across tasks): the filter cannot tell them from their noisy neighbours, "
-                       "and a random pick of the clean part keeps them.")
-    return line + f"That is not where the noise sits (Spearman {together:.2f} across tasks)."
+        return line + (f"Clean samples tend to go where more of their task is noise (Spearman {together:.2f} over {n} "
+                       "tasks): the filter cannot always tell them from their noisy neighbours, and a random pick of "
+                       "the clean part keeps them.")
+    return line + f"That is not where the noise sits (Spearman {together:.2f} over {n} tasks)."
 
 
 def own_data(run: str) -> list:
