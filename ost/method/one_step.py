@@ -20,9 +20,9 @@ from torch import nn
 from torch.func import functional_call, jvp
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ost.method import per_sample
+from ost.method import ghost, per_sample
 
-BACKENDS = ("jvp", "double_backward", "loop", "per_sample")
+BACKENDS = ("jvp", "double_backward", "loop", "per_sample", "ghost")
 last_path = None        # the first-order backend used by the latest call (one of BACKENDS)
 
 
@@ -328,7 +328,8 @@ def _first_order(model, train_batches, val, loss_fn, named, lr, adam, backend, g
     if sketch is not None:
         candidates = ["per_sample"]     # the sketch needs every g_i: no other backend has them
     elif backend == "auto":
-        candidates = ["per_sample", *BACKENDS[:3]] if normalize else list(BACKENDS[:3])
+        # per_sample holds every g_i of a batch (fast, B copies of the parameters); ghost needs no copies
+        candidates = ["per_sample", "ghost", *BACKENDS[:3]] if normalize else list(BACKENDS[:3])
     else:
         candidates = [backend]
     if any(b not in BACKENDS for b in candidates):
@@ -341,6 +342,8 @@ def _first_order(model, train_batches, val, loss_fn, named, lr, adam, backend, g
                 if candidates[0] == "per_sample":
                     loss, jv, norm, *f = per_sample.dots_and_norms(model, batch, loss_fn, params, d, sketch)
                     feats += f
+                elif candidates[0] == "ghost":
+                    loss, jv, norm = ghost.dots_and_norms(model, batch, loss_fn, params, d)
                 else:
                     loss, jv = _directional(candidates[0], model, batch, loss_fn, named, d)
                     norm = per_sample.norms_by_loop(model, batch, loss_fn, params) if normalize else None

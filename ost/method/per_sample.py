@@ -10,8 +10,8 @@ Rows of the vision merger carry no batch axis (Qwen2-VL concatenates every image
 given to their sample through the batch's `image_grid_thw`. A trainable parameter of any other kind of
 layer, or a batch whose per-sample gradients would not fit in `MAX_BYTES` (B copies of the trainable
 parameters: fine for the embedded proxy, not for a 2 B-parameter checkpoint), raises NotImplementedError,
-so a caller can fall back to `norms_by_loop` (one backward per sample, the reference the fast form is
-tested against).
+so a caller can fall back to `ost.method.ghost` (the same two numbers without the copies) or `norms_by_loop`
+(one backward per sample, the reference both fast forms are tested against).
 """
 import torch
 import torch.nn.functional as F
@@ -172,9 +172,14 @@ def norms_by_loop(model, batch, loss_fn, params) -> torch.Tensor:
 
 
 def norms(model, batch, loss_fn, params) -> torch.Tensor:
-    """float64 (B,) ‖g_i‖: from one pass where every trainable layer has a rule, else by the loop."""
+    """float64 (B,) ‖g_i‖: from one pass where every trainable layer has a rule (holding every g_i, or, when
+    they would not fit in `MAX_BYTES`, without them: `ost.method.ghost`), else by the loop."""
+    from ost.method import ghost
     try:
         _, grads = gradients(model, batch, loss_fn, params)
     except NotImplementedError:
-        return norms_by_loop(model, batch, loss_fn, params)
+        try:
+            return ghost.dots_and_norms(model, batch, loss_fn, params)[2]
+        except NotImplementedError:
+            return norms_by_loop(model, batch, loss_fn, params)
     return _norms_of(grads)

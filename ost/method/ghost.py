@@ -1,0 +1,126 @@
+"""⟨d, g_i⟩ and ‖g_i‖ of every sample of a batch without holding B copies of the trainable parameters.
+
+`ost.method.per_sample` reads every g_i off one backward pass, which costs B copies of the parameters: fine for
+the embedded proxy, too much for a real checkpoint. The default step needs only two numbers per sample, and
+each layer gives them from what the pass already holds (the "ghost" norm of DP-SGD's ghost clipping):
+
+* linear y = W a: g_i = Σ_t G_t a_tᵀ, so ⟨D, g_i⟩ = Σ_t G_t·(D a_t) and ‖g_i‖² = Σ_{t,t'} (a_t·a_t')(G_t·G_t').
+  The double sum costs T²(in + out) a sample, materialising g_i costs T·in·out: each layer call takes the
+  cheaper, so short sequences go the ghost way and a wide layer over a long sequence one sample at a time;
+* embedding: g_i's rows are the summed G_t of the tokens sharing an id, so only the ids a sample used count;
+* biases and norm gains: g_i is a vector per sample, small enough to hold.
+
+A parameter that more than one layer call feeds (a weight tied across modules, a module called twice) gets
+cross terms between the calls: it is held per sample, as `per_sample` does, for that parameter only.
+"""
+from collections import Counter
+
+import torch
+from torch import nn
+
+from ost.method import per_sample
+
+CHUNK_BYTES = 256 * 2**20      # materialised per-sample gradients of one layer held at once
+
+
+def _by_sample(t, n, segments):
+    """(n, T, f) when t has a batch axis; else, for row-stacked vision activations, a list of (T_b, f)."""
+    if segments is None:
+        return t.reshape(n, -1, t.shape[-1])
+    rows = [[] for _ in range(n)]
+    for b, r0, r1 in segments:
+        rows[b].append(t[r0:r1])
+    return [torch.cat(r) if r else t.new_zeros(0, t.shape[-1]) for r in rows]
+
+
+def use_gram(t: int, d_in: int, d_out: int) -> bool:
+    """The T×T Gram form when it costs less than materialising: T²(in + out) against T·in·out a sample."""
+    return t * (d_in + d_out) <= d_in * d_out
+
+
+def _linear(a, g, d):
+    """(dots, squared norms) float64 (n,) of y = W a's weight, from inputs a and output gradients g (n, T, ·)."""
+    if isinstance(a, list):
+        pairs = [_linear(ab[None], gb[None], d) for ab, gb in zip(a, g)]
+        return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
+    n, t, d_in = a.shape
+    d_out = g.shape[-1]
+    dots = ((g @ d.to(g.dtype)) * a).double().sum((1, 2))
+    if use_gram(t, d_in, d_out):                       # ghost: the T×T Gram matrices
+        sq = (torch.bmm(a, a.transpose(1, 2)) * torch.bmm(g, g.transpose(1, 2))).double().sum((1, 2))
+    else:                                              # materialise, a few samples at a time
+        step = max(1, CHUNK_BYTES // (d_in * d_out * a.element_size()))
+        sq = torch.cat([torch.bmm(g[i:i + step].transpose(1, 2), a[i:i + step]).double().pow(2).sum((1, 2))
+                        for i in range(0, n, step)])
+    return dots, sq
+
+
+def _embedding(m, ids, g, n, d):
+    """(dots, squared norms) of an embedding's rows: each sample's G summed per token id it used."""
+    ids, g = ids.reshape(n, -1), g.reshape(n, -1, g.shape[-1])
+    keep = ids != m.padding_idx if m.padding_idx is not None else torch.ones_like(ids, dtype=torch.bool)
+    key = ids + m.num_embeddings * torch.arange(n, device=ids.device)[:, None]
+    uniq, inverse = torch.unique(key[keep], return_inverse=True)
+    rows = g.new_zeros(len(uniq), g.shape[-1]).index_add_(0, inverse, g[keep])
+    owner = uniq // m.num_embeddings
+    dots = torch.zeros(n, dtype=torch.float64, device=g.device).index_add_(
+        0, owner, (rows * d[uniq % m.num_embeddings].to(rows.dtype)).double().sum(-1))
+    sq = torch.zeros(n, dtype=torch.float64, device=g.device).index_add_(0, owner, rows.double().pow(2).sum(-1))
+    return dots, sq
+
+
+def _small(gi, d):
+    """(dots, squared norms) of per-sample gradients (n, *shape) that are cheap to hold (biases, norm gains)."""
+    return (gi.double() * d.double()).flatten(1).sum(1), gi.double().pow(2).flatten(1).sum(1)
+
+
+def dots_and_norms(model, batch, loss_fn, params, d=None) -> tuple:
+    """(losses, ⟨d, g_i⟩, ‖g_i‖), each float64 (B,), from one forward and one backward pass; memory beyond the
+    pass's activations stays within a layer's T×T Gram matrices or `CHUNK_BYTES`, whatever the batch size.
+    Without `d` the dots are zeros (the norms alone)."""
+    d = d if d is not None else [torch.zeros_like(p) for p in params]
+    owners = per_sample._owners(model, params)
+    vision = {m for name, sub in model.named_modules() if name.split(".")[-1] == "visual" for m in sub.modules()}
+    calls = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: calls.append((mod, inp[0].detach(), out)))
+             for m in owners]
+    try:
+        with torch.enable_grad():
+            losses = loss_fn(model, batch)
+    finally:
+        for h in hooks:
+            h.remove()
+    n = losses.shape[0]
+    outs = torch.autograd.grad(losses.sum(), [out for _, _, out in calls], allow_unused=True)
+    index = {id(p): k for k, p in enumerate(params)}
+    fed = Counter(id(p) for (m, _, _), g in zip(calls, outs) if g is not None for _, p in owners[m])
+    dots = torch.zeros(n, dtype=torch.float64, device=losses.device)
+    sq = torch.zeros_like(dots)
+    shared = {}                                        # parameter index → per-sample gradients (n, *shape)
+    for (m, x, _), g in zip(calls, outs):
+        if g is None:
+            continue
+        g = g.detach()
+        segments = per_sample._image_segments(model, batch, x.shape[0]) if m in vision else None
+        if segments is None and x.shape[0] != n:
+            raise NotImplementedError(f"a {type(m).__name__} input without the batch axis first")
+        for name, p in owners[m]:
+            k = index[id(p)]
+            if fed[id(p)] > 1:
+                shared[k] = shared.get(k, 0) + per_sample._layer_grads(m, x, g, n, segments)[name]
+                continue
+            if isinstance(m, nn.Linear) and name == "weight":
+                dk, sk = _linear(_by_sample(x, n, segments), _by_sample(g, n, segments), d[k])
+            elif isinstance(m, nn.Embedding):
+                if segments is not None:
+                    raise NotImplementedError("an embedding without a batch axis")
+                dk, sk = _embedding(m, x, g, n, d[k])
+            elif isinstance(m, nn.Linear):
+                dk, sk = _small(per_sample._sum_rows(g, n, segments), d[k])
+            else:
+                dk, sk = _small(per_sample._layer_grads(m, x, g, n, segments)[name], d[k])
+            dots, sq = dots + dk, sq + sk
+    for k, gk in shared.items():
+        dk, sk = _small(gk, d[k])
+        dots, sq = dots + dk, sq + sk
+    return losses.detach().double(), dots, sq.sqrt()
