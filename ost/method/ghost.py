@@ -80,30 +80,14 @@ def dots_and_norms(model, batch, loss_fn, params, d=None) -> tuple:
     Without `d` the dots are zeros (the norms alone)."""
     d = d if d is not None else [torch.zeros_like(p) for p in params]
     owners = per_sample._owners(model, params)
-    vision = {m for name, sub in model.named_modules() if name.split(".")[-1] == "visual" for m in sub.modules()}
-    calls = []
-    hooks = [m.register_forward_hook(lambda mod, inp, out: calls.append((mod, inp[0].detach(), out)))
-             for m in owners]
-    try:
-        with torch.enable_grad():
-            losses = loss_fn(model, batch)
-    finally:
-        for h in hooks:
-            h.remove()
+    losses, layer_calls = per_sample.calls(model, batch, loss_fn, owners)
     n = losses.shape[0]
-    outs = torch.autograd.grad(losses.sum(), [out for _, _, out in calls], allow_unused=True)
     index = {id(p): k for k, p in enumerate(params)}
-    fed = Counter(id(p) for (m, _, _), g in zip(calls, outs) if g is not None for _, p in owners[m])
+    fed = Counter(id(p) for m, *_ in layer_calls for _, p in owners[m])
     dots = torch.zeros(n, dtype=torch.float64, device=losses.device)
     sq = torch.zeros_like(dots)
     shared = {}                                        # parameter index → per-sample gradients (n, *shape)
-    for (m, x, _), g in zip(calls, outs):
-        if g is None:
-            continue
-        g = g.detach()
-        segments = per_sample._image_segments(model, batch, x.shape[0]) if m in vision else None
-        if segments is None and x.shape[0] != n:
-            raise NotImplementedError(f"a {type(m).__name__} input without the batch axis first")
+    for m, x, g, segments in layer_calls:
         for name, p in owners[m]:
             k = index[id(p)]
             if fed[id(p)] > 1:
@@ -123,4 +107,4 @@ def dots_and_norms(model, batch, loss_fn, params, d=None) -> tuple:
     for k, gk in shared.items():
         dk, sk = _small(gk, d[k])
         dots, sq = dots + dk, sq + sk
-    return losses.detach().double(), dots, sq.sqrt()
+    return losses.double(), dots, sq.sqrt()

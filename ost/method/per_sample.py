@@ -110,6 +110,31 @@ def _layer_grads(m, x, g, n, segments) -> dict:
     return {"weight": _sum_rows(g * xhat, n, segments)}
 
 
+def calls(model, batch, loss_fn, owners) -> tuple:
+    """(per-sample losses (B,), [(layer, its input, the loss gradient at its output, vision segments or None)]) of
+    one forward and one backward pass, for every call of a layer in `owners` that the loss reaches."""
+    vision = {m for name, sub in model.named_modules() if name.split(".")[-1] == "visual" for m in sub.modules()}
+    seen = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: seen.append((mod, inp[0].detach(), out))) for m in owners]
+    try:
+        with torch.enable_grad():
+            losses = loss_fn(model, batch)
+    finally:
+        for h in hooks:
+            h.remove()
+    n = losses.shape[0]
+    outs = torch.autograd.grad(losses.sum(), [out for _, _, out in seen], allow_unused=True)
+    out = []
+    for (m, x, _), g in zip(seen, outs):
+        if g is None:
+            continue
+        segments = _image_segments(model, batch, x.shape[0]) if m in vision else None
+        if segments is None and x.shape[0] != n:
+            raise NotImplementedError(f"a {type(m).__name__} input without the batch axis first")
+        out.append((m, x, g.detach(), segments))
+    return losses.detach(), out
+
+
 def gradients(model, batch, loss_fn, params) -> tuple:
     """(per-sample losses (B,), [per-sample gradient (B, *p.shape) for p in params]) from one pass."""
     owners = _owners(model, params)
@@ -118,30 +143,15 @@ def gradients(model, batch, loss_fn, params) -> tuple:
     if size > MAX_BYTES:
         raise NotImplementedError(f"per-sample gradients of this batch would take {size / 2**30:.1f} GiB "
                                   f"(> MAX_BYTES = {MAX_BYTES / 2**30:.0f} GiB)")
-    vision = {m for name, sub in model.named_modules() if name.split(".")[-1] == "visual" for m in sub.modules()}
-    calls = []
-    hooks = [m.register_forward_hook(lambda mod, inp, out: calls.append((mod, inp[0].detach(), out)))
-             for m in owners]
-    try:
-        with torch.enable_grad():
-            losses = loss_fn(model, batch)
-    finally:
-        for h in hooks:
-            h.remove()
+    losses, layer_calls = calls(model, batch, loss_fn, owners)
     n = losses.shape[0]
-    outs = torch.autograd.grad(losses.sum(), [out for _, _, out in calls], allow_unused=True)
     index = {id(p): k for k, p in enumerate(params)}
     grads = [torch.zeros(n, *p.shape, dtype=p.dtype, device=p.device) for p in params]
-    for (m, x, out), g in zip(calls, outs):
-        if g is None:
-            continue
-        segments = _image_segments(model, batch, x.shape[0]) if m in vision else None
-        if segments is None and x.shape[0] != n:
-            raise NotImplementedError(f"a {type(m).__name__} input without the batch axis first")
-        layer = _layer_grads(m, x, g.detach(), n, segments)
+    for m, x, g, segments in layer_calls:
+        layer = _layer_grads(m, x, g, n, segments)
         for name, p in owners[m]:
             grads[index[id(p)]] += layer[name]
-    return losses.detach(), grads
+    return losses, grads
 
 
 def dots_and_norms(model, batch, loss_fn, params, d, sketch=None) -> tuple:
