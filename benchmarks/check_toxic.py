@@ -42,6 +42,8 @@ import screen_selectors  # noqa: E402
 RULES = {"sign": toxic.Flag(rule="sign"), "utility": toxic.Flag(signals=("utility",)),
          "loss": toxic.Flag(signals=("loss",)), "utility+loss": toxic.Flag(signals=("utility", "loss"))}
 CACHE = paths.ROOT / "data" / "runs" / "toxic_check"
+NAMES = {"main": "the main pool", "pool1": "pool seed 1 (two more noise kinds)",
+         "llava": "a LLaVA-JSON set of another task (digits in order)"}
 
 
 def load_set(name: str, config: dict):
@@ -131,7 +133,7 @@ def summary(result: dict) -> str:
         kinds = {k: row for k, row in r["kinds"].items() if k != "clean"}
         least = min(kinds, key=lambda k: kinds[k][rule])
         low = min(kinds, key=lambda k: kinds[k]["auroc_" + rule])
-        lines.append(f"- {name}: {r['kinds']['clean'][rule]:.1%} of clean samples flagged; every kind "
+        lines.append(f"- {NAMES.get(name, name)}: {r['kinds']['clean'][rule]:.1%} of clean samples flagged; every kind "
                      f"{kinds[least][rule]:.1%} or more ({least} least); AUROC {kinds[low]['auroc_' + rule]:.3f} "
                      f"or more ({low}; the loss filter there: {kinds[low]['auroc_loss']:.3f})")
     return "\n".join(lines)
