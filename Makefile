@@ -16,7 +16,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 BASES := proxy target
 NOTEBOOKS := $(notdir $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb)))
 
-.PHONY: help venv lint test reproduce readme regime warmup-curve toxic-check step-variants credibility bench bench-sft lab clean-quick
+.PHONY: help venv lint test reproduce readme regime warmup-curve toxic-check step-variants credibility bench bench-widths bench-sft lab clean-quick
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -85,6 +85,9 @@ step-variants: venv ## which one-step ranking finds the toxic samples: every ste
 
 credibility: venv ## after reproduce: can the table decide? seed CI, noise gap, a 2-thread base (~12 min), run time -> results/$(RUN)/credibility.json
 	$(PY) -m ost.experiments.credibility --config configs/$(RUN).yaml --run $(RUN)
+
+bench-widths: venv ## the default step against one training pass at 4 widths up to ~60 M parameters: seconds and peak memory, per-sample vs ghost (~5 min) -> results/bench/widths.json
+	$(PY) benchmarks/bench_widths.py --out results/bench/widths.json
 
 bench: venv ## scoring cost vs one epoch, exact, naive loop, memory in N -> results/bench/scoring.json (~15 min; BENCH_ARGS=--quick: ~4)
 	$(PY) benchmarks/bench_utility.py $(BENCH_ARGS)
