@@ -51,7 +51,8 @@ def _settings(path: Path) -> dict:
 
 
 ARTIFACTS = {"prepare": ("prepared",), "warmup": ("proxy", "adam_state.pt"),
-             "score": ("scores.parquet.manifest.json", "calibration.parquet"), "shift": ("shift.parquet",)}
+             "score": (score.manifest_path("scores.parquet").name, "calibration.parquet"),
+             "shift": ("shift.parquet",)}
 
 
 def _done(out: Path, stage: str, settings: dict) -> bool:

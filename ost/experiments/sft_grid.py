@@ -16,7 +16,6 @@ import json
 import math
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -24,10 +23,8 @@ import torch
 from ost import runs
 from ost.data import pool
 from ost.models import base, train
+from ost.report.analysis import load_runs  # noqa: F401  (read by name: sft_grid.load_runs)
 from ost.runs.settings import SFT
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 PROTOCOLS = ("same_epochs", "fixed_compute")
 
@@ -172,15 +169,3 @@ def train_subsets(dd, member, out, *, grid, sft: SFT = SFT(), workers=1, progres
 def write_runs(rows, path) -> Path:
     """The finished table as JSON lines, in the given order, by atomic rename (never half written)."""
     return runs.replace_text(path, "".join(json.dumps(row) + "\n" for row in rows))
-
-
-def load_runs(path) -> "pd.DataFrame":
-    """The runs of the latest settings in a JSON-lines file (an earlier target or recipe is left out),
-    one row per (subset, protocol, seed)."""
-    import pandas as pd
-    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-    if not rows:
-        raise ValueError(f"{path} holds no runs")
-    latest = rows[-1]["settings"]
-    frame = pd.DataFrame([r for r in rows if r["settings"] == latest])
-    return frame.drop_duplicates(["subset", "protocol", "seed"], keep="last").reset_index(drop=True)

@@ -5,12 +5,26 @@ tiny model is larger than most method effects, and pairing removes the part ever
 difference comes with its minimum detectable difference at this number of seeds (from the spread of the
 paired differences), and counts as resolved only when its 95 % interval excludes zero.
 """
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
 from ost.report.metrics import detectable_difference, mean_ci
 
 REFERENCES = ("full", "judge", "random")     # the paper's two competitors, and chance selection
+
+
+def load_runs(path) -> "pd.DataFrame":
+    """The runs of the latest settings in a JSON-lines file (an earlier target or recipe is left out),
+    one row per (subset, protocol, seed)."""
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    if not rows:
+        raise ValueError(f"{path} holds no runs")
+    latest = rows[-1]["settings"]
+    frame = pd.DataFrame([r for r in rows if r["settings"] == latest])
+    return frame.drop_duplicates(["subset", "protocol", "seed"], keep="last").reset_index(drop=True)
 
 
 def paired(runs: pd.DataFrame, reference: str) -> pd.DataFrame:

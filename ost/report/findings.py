@@ -12,6 +12,7 @@ from ost import runs
 from ost.data import schema
 from ost.data.pool import TOXIC
 from ost.method import coverage
+from ost.report.analysis import load_runs
 
 
 def _pct(x: float) -> str:
@@ -130,13 +131,8 @@ def baselines(run: str) -> list:
     return lines
 
 
-def _sft(run: str) -> pd.DataFrame:
-    rows = [json.loads(line) for line in runs.need(run, "sft_runs.jsonl").read_text().splitlines() if line]
-    return pd.DataFrame(rows)
-
-
 def targets(run: str) -> list:
-    sft = _sft(run)
+    sft = load_runs(runs.need(run, "sft_runs.jsonl"))
     lines = []
     for protocol, part in sft.groupby("protocol", sort=False):
         full = sft.loc[sft["subset"] == "full", "accuracy"].mean()
@@ -179,12 +175,17 @@ def analysis(run: str) -> list:
     return lines
 
 
+def _below_paper(c: dict) -> bool:
+    """Whether the claim's whole interval lies below the paper's figure."""
+    return c["difference_points"] + (c["ci95_points"] or 0) < c["paper_points"]
+
+
 def _verdict(c: dict, ci) -> str:
     """A claim in words: whether it holds here, and whether the paper's size is inside what was measured."""
     sign = "the paper's sign" if c["holds"] else "the opposite sign"
     if ci is None:
         return f"{sign}, one seed: no interval"
-    below = c["difference_points"] + ci < c["paper_points"]
+    below = _below_paper(c)
     if c["resolved"] and c["holds"]:
         return "holds here (resolved in the paper's direction)" + (", smaller than the paper's" if below else "")
     if c["resolved"]:
@@ -203,8 +204,7 @@ def _why(run: str, summary: dict) -> list:
     labels = _labels(run)
     chosen = labels.loc[member.index[member["ost@0.2"].to_numpy()]]
     claim = summary["claims"].get("top20_fixed_compute_vs_full", {})
-    reached = claim.get("difference_points") is not None and claim.get("resolved") and claim["difference_points"] + (
-        claim["ci95_points"] or 0) >= claim["paper_points"]               # the paper's figure inside or below the CI
+    reached = claim.get("difference_points") is not None and claim.get("resolved") and not _below_paper(claim)
     line = (f"{'What it holds' if reached else 'Why it falls short of the paper'}: the default's top-20 % is "
             f"{_pct(chosen['toxic'].mean())} toxic with difficulty {_mix(chosen)} "
             f"(the clean part: {_mix(labels[labels['noise'] == 'clean'])}); at fixed compute it reaches "

@@ -195,7 +195,6 @@ def auroc_heatmap(auroc: dict, ax=None):
     return ax
 
 
-
 def significant(table, digits: int = 3):
     """A table (DataFrame or Series) to display, its floats written with `digits` significant figures: a utility
     of 0.000446 keeps its digits where `.round(3)` would show 0. The float columns become text: display only."""

@@ -1,4 +1,5 @@
 """A notebook's papermill parameters: read without running it, checked against a config, then executed."""
+import functools
 import re
 from pathlib import Path
 
@@ -8,18 +9,25 @@ from ost.runs import paths
 _EXPONENT = re.compile(r"^[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)[eE][-+]?\d+$")
 
 
-def parameter_value(text: str):
-    """One `-p NAME VALUE` value from the command line: a number when it reads as one (3, -1.5, 1e-3, 2e-5, in a
-    list too), true or false, a YAML list or mapping ([0, 1], {a: 1}), a quoted YAML string ("'3'" → "3"), else
-    the text itself ("proxy", "", "null", "yes")."""
+@functools.cache
+def _number_loader():
+    """YAML's safe loader that also reads an exponent without a dot as a float (built once)."""
     import yaml
 
     class Loader(yaml.SafeLoader):
         pass
 
     Loader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT, list("-+0123456789."))
+    return Loader
+
+
+def parameter_value(text: str):
+    """One `-p NAME VALUE` value from the command line: a number when it reads as one (3, -1.5, 1e-3, 2e-5, in a
+    list too), true or false, a YAML list or mapping ([0, 1], {a: 1}), a quoted YAML string ("'3'" → "3"), else
+    the text itself ("proxy", "", "null", "yes")."""
+    import yaml
     try:
-        value = yaml.load(text, Loader=Loader)
+        value = yaml.load(text, Loader=_number_loader())
     except yaml.YAMLError:
         return text
     if isinstance(value, bool) and text.strip().lower() not in ("true", "false"):
