@@ -6,6 +6,7 @@ from conftest import TINY
 from torch import nn
 
 from ost.method import ghost, one_step, per_sample
+from ost.method.sketch import Sketch
 from ost.models import collate, presets, train
 
 
@@ -68,17 +69,34 @@ def test_tiny_qwen_with_the_merger_and_a_text_only_sample(tokenizer, processor, 
         _check(model, batch, collate.per_sample_loss, params)
 
 
-def test_the_default_step_goes_the_ghost_way_when_per_sample_gradients_would_not_fit(tokenizer, processor, records,
-                                                                                      monkeypatch):
+def test_the_default_step_goes_the_ghost_way_and_matches_the_held_per_sample_gradients(tokenizer, processor, records):
     model = presets.build(TINY, tokenizer).eval()
     col = collate.Collator(tokenizer, processor)
     train_b, val_b = [col(records[:4]), col(records[4:6])], [col(records[10:14])]
     kw = dict(lr=1e-3, normalize=True, unit_val=True)
     with train.frozen_vision(model):
-        held = one_step.one_step_utility(model, train_b, val_b, collate.per_sample_loss, **kw)
-        assert one_step.last_path == "per_sample"
-        monkeypatch.setattr(per_sample, "MAX_BYTES", 0)
-        with pytest.warns(UserWarning, match="'per_sample' failed"):
-            light = one_step.one_step_utility(model, train_b, val_b, collate.per_sample_loss, **kw)
+        light = one_step.one_step_utility(model, train_b, val_b, collate.per_sample_loss, **kw)
         assert one_step.last_path == "ghost"
+        held = one_step.one_step_utility(model, train_b, val_b, collate.per_sample_loss, backend="per_sample", **kw)
+        assert one_step.last_path == "per_sample"
     torch.testing.assert_close(light, held, rtol=1e-4, atol=1e-9)
+
+
+@pytest.mark.parametrize("chunk", [1, ghost.CHUNK_BYTES])
+def test_the_sketch_from_the_ghost_pass_is_the_held_gradients_sketch(tokenizer, processor, records, chunk, monkeypatch):
+    """Every layer kind (merger rows by image, embedding rows, norms, linear layers a sample or a batch at a time)
+    adds its part to the count sketch as if every g_i had been held, in float64."""
+    monkeypatch.setattr(ghost, "CHUNK_BYTES", chunk)
+    model = presets.build(TINY, tokenizer).double().eval()
+    col = collate.Collator(tokenizer, processor)
+    batch = col([records[0], {**records[1], "image": None}, records[2], records[3]])
+    batch = {k: v.double() if torch.is_floating_point(v) else v for k, v in batch.items()}
+    with train.frozen_vision(model):
+        params = [p for p in model.parameters() if p.requires_grad]
+        bound = Sketch(dim=512, seed=3).bind(params)
+        d = [torch.randn_like(p) for p in params]
+        *want, want_f = per_sample.dots_and_norms(model, batch, collate.per_sample_loss, params, d, bound)
+        *got, got_f = ghost.dots_and_norms(model, batch, collate.per_sample_loss, params, d, bound)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(got_f, want_f, rtol=1e-5, atol=1e-6)     # float32 features either way

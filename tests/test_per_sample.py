@@ -4,7 +4,7 @@ import torch
 from conftest import TINY
 from torch import nn
 
-from ost.method import one_step, per_sample
+from ost.method import ghost, one_step, per_sample
 from ost.models import collate, presets, train
 
 
@@ -70,5 +70,5 @@ def test_a_batch_too_large_to_hold_is_refused_before_any_work(tokenizer, process
         monkeypatch.setattr(per_sample, "MAX_BYTES", 4 * sum(p.numel() * 4 for p in params) - 1)
         with pytest.raises(NotImplementedError, match="GiB"):
             per_sample.gradients(model, batch, collate.per_sample_loss, params)
-        torch.testing.assert_close(per_sample.norms(model, batch, collate.per_sample_loss, params),
+        torch.testing.assert_close(ghost.norms(model, batch, collate.per_sample_loss, params),
                                    per_sample.norms_by_loop(model, batch, collate.per_sample_loss, params))

@@ -38,24 +38,29 @@ def use_gram(t: int, d_in: int, d_out: int) -> bool:
     return t * (d_in + d_out) <= d_in * d_out
 
 
-def _linear(a, g, d):
-    """(dots, squared norms) float64 (n,) of y = W a's weight, from inputs a and output gradients g (n, T, ·)."""
+def _linear(a, g, d, sketch=None, k=None, out=None, first=0):
+    """(dots, squared norms) float64 (n,) of y = W a's weight, from inputs a and output gradients g (n, T, ·).
+    With a sketch, every g_i is materialised (a chunk at a time) and added to the features out[first:first + n]."""
     if isinstance(a, list):
-        pairs = [_linear(ab[None], gb[None], d) for ab, gb in zip(a, g)]
+        pairs = [_linear(ab[None], gb[None], d, sketch, k, out, i) for i, (ab, gb) in enumerate(zip(a, g))]
         return torch.cat([p[0] for p in pairs]), torch.cat([p[1] for p in pairs])
     n, t, d_in = a.shape
     d_out = g.shape[-1]
     dots = ((g @ d.to(g.dtype)) * a).double().sum((1, 2))
-    if use_gram(t, d_in, d_out):                       # ghost: the T×T Gram matrices
+    if sketch is None and use_gram(t, d_in, d_out):    # ghost: the T×T Gram matrices
         sq = (torch.bmm(a, a.transpose(1, 2)) * torch.bmm(g, g.transpose(1, 2))).double().sum((1, 2))
-    else:                                              # materialise, a few samples at a time
-        step = max(1, CHUNK_BYTES // (d_in * d_out * a.element_size()))
-        sq = torch.cat([torch.bmm(g[i:i + step].transpose(1, 2), a[i:i + step]).double().pow(2).sum((1, 2))
-                        for i in range(0, n, step)])
-    return dots, sq
+        return dots, sq
+    step = max(1, CHUNK_BYTES // (d_in * d_out * a.element_size()))
+    sq = []
+    for i in range(0, n, step):                        # materialise, a few samples at a time
+        gi = torch.bmm(g[i:i + step].transpose(1, 2), a[i:i + step])
+        sq.append(gi.double().pow(2).sum((1, 2)))
+        if sketch is not None:
+            sketch.add(out[first + i:first + i + len(gi)], k, gi)
+    return dots, torch.cat(sq)
 
 
-def _embedding(m, ids, g, n, d):
+def _embedding(m, ids, g, n, d, sketch=None, k=None, out=None):
     """(dots, squared norms) of an embedding's rows: each sample's G summed per token id it used."""
     ids, g = ids.reshape(n, -1), g.reshape(n, -1, g.shape[-1])
     keep = ids != m.padding_idx if m.padding_idx is not None else torch.ones_like(ids, dtype=torch.bool)
@@ -66,18 +71,24 @@ def _embedding(m, ids, g, n, d):
     dots = torch.zeros(n, dtype=torch.float64, device=g.device).index_add_(
         0, owner, (rows * d[uniq % m.num_embeddings].to(rows.dtype)).double().sum(-1))
     sq = torch.zeros(n, dtype=torch.float64, device=g.device).index_add_(0, owner, rows.double().pow(2).sum(-1))
+    if sketch is not None:
+        sketch.add_rows(out, k, rows, uniq % m.num_embeddings, owner)
     return dots, sq
 
 
-def _small(gi, d):
+def _small(gi, d, sketch=None, k=None, out=None):
     """(dots, squared norms) of per-sample gradients (n, *shape) that are cheap to hold (biases, norm gains)."""
+    if sketch is not None:
+        sketch.add(out, k, gi)
     return (gi.double() * d.double()).flatten(1).sum(1), gi.double().pow(2).flatten(1).sum(1)
 
 
-def dots_and_norms(model, batch, loss_fn, params, d=None) -> tuple:
+def dots_and_norms(model, batch, loss_fn, params, d=None, sketch=None) -> tuple:
     """(losses, ⟨d, g_i⟩, ‖g_i‖), each float64 (B,), from one forward and one backward pass; memory beyond the
     pass's activations stays within a layer's T×T Gram matrices or `CHUNK_BYTES`, whatever the batch size.
-    Without `d` the dots are zeros (the norms alone)."""
+    Without `d` the dots are zeros (the norms alone). With `sketch` (an `ost.method.sketch.BoundSketch`), also
+    the (B, dim) sketch of each g_i / ‖g_i‖: each linear layer's g_i are then materialised a chunk at a time
+    (the sketch hashes every coordinate), still never more than `CHUNK_BYTES` of them."""
     d = d if d is not None else [torch.zeros_like(p) for p in params]
     owners = per_sample._owners(model, params)
     losses, layer_calls = per_sample.calls(model, batch, loss_fn, owners)
@@ -86,6 +97,7 @@ def dots_and_norms(model, batch, loss_fn, params, d=None) -> tuple:
     fed = Counter(id(p) for m, *_ in layer_calls for _, p in owners[m])
     dots = torch.zeros(n, dtype=torch.float64, device=losses.device)
     sq = torch.zeros_like(dots)
+    feats = None if sketch is None else torch.zeros(n, sketch.dim, dtype=torch.float32)
     shared = {}                                        # parameter index → per-sample gradients (n, *shape)
     for m, x, g, segments in layer_calls:
         for name, p in owners[m]:
@@ -93,18 +105,31 @@ def dots_and_norms(model, batch, loss_fn, params, d=None) -> tuple:
             if fed[id(p)] > 1:
                 shared[k] = shared.get(k, 0) + per_sample._layer_grads(m, x, g, n, segments)[name]
                 continue
+            sk_args = (sketch, k, feats)
             if isinstance(m, nn.Linear) and name == "weight":
-                dk, sk = _linear(_by_sample(x, n, segments), _by_sample(g, n, segments), d[k])
+                dk, sk = _linear(_by_sample(x, n, segments), _by_sample(g, n, segments), d[k], *sk_args)
             elif isinstance(m, nn.Embedding):
                 if segments is not None:
                     raise NotImplementedError("an embedding without a batch axis")
-                dk, sk = _embedding(m, x, g, n, d[k])
+                dk, sk = _embedding(m, x, g, n, d[k], *sk_args)
             elif isinstance(m, nn.Linear):
-                dk, sk = _small(per_sample._sum_rows(g, n, segments), d[k])
+                dk, sk = _small(per_sample._sum_rows(g, n, segments), d[k], *sk_args)
             else:
-                dk, sk = _small(per_sample._layer_grads(m, x, g, n, segments)[name], d[k])
+                dk, sk = _small(per_sample._layer_grads(m, x, g, n, segments)[name], d[k], *sk_args)
             dots, sq = dots + dk, sq + sk
     for k, gk in shared.items():
-        dk, sk = _small(gk, d[k])
+        dk, sk = _small(gk, d[k], sketch, k, feats)
         dots, sq = dots + dk, sq + sk
-    return losses.double(), dots, sq.sqrt()
+    norms = sq.sqrt()
+    if sketch is None:
+        return losses.double(), dots, norms
+    return losses.double(), dots, norms, sketch.normalized(feats, norms)
+
+
+def norms(model, batch, loss_fn, params) -> torch.Tensor:
+    """float64 (B,) ‖g_i‖ over `params`: from one pass where every trainable layer has a rule, else (a layer kind
+    with none, such as the vision tower's Conv3d) one backward per sample."""
+    try:
+        return dots_and_norms(model, batch, loss_fn, params)[2]
+    except NotImplementedError:
+        return per_sample.norms_by_loop(model, batch, loss_fn, params)

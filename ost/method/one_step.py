@@ -8,6 +8,7 @@ each sample) and re-evaluates the validation loss: the reference, one val pass p
 training batch: ⟨d, g_i⟩ for all samples of a batch is the per-sample directional derivative of the
 loss along d, which forward-mode AD (`torch.func.jvp`) gives in one pass. If forward mode fails on a
 model, a double-backward trick, then a per-sample autograd loop, take over; `last_path` says which ran.
+The normalised step also needs ‖g_i‖: `ost.method.ghost` reads both numbers off one training pass.
 
 All gradients are taken in eval mode (no dropout noise in a one-sample step); the model's
 parameters, `.grad` fields and every submodule's train/eval flag are left exactly as found.
@@ -51,9 +52,10 @@ def one_step_utility(model, train_batches, val_batches, loss_fn, *, lr, method="
 
     normalize: the step takes g_i / ‖g_i‖ (the norm over all trainable parameters) in place of g_i, so
     every sample's step has the same length and the ranking is by direction. First order, that is
-    ⟨d, g_i⟩ / ‖g_i‖ (plus Adam's momentum constant). "auto" then tries "per_sample" first (`ost.method.per_sample`:
-    every g_i of a batch from one backward pass, so ⟨d, g_i⟩ and ‖g_i‖ come together); on another
-    backend the norms take one backward per sample.
+    ⟨d, g_i⟩ / ‖g_i‖ (plus Adam's momentum constant). "auto" then tries "ghost" first (`ost.method.ghost`:
+    ⟨d, g_i⟩ and ‖g_i‖ of a batch from one forward and one backward pass, with no per-sample copy of the
+    parameters); on the other backends the norms take one backward per sample. "per_sample" (every g_i of a
+    batch held at once: B copies of the parameters) is the reference the tests compare the ghost way with.
 
     unit_val: the validation loss weighs each sample by 1/‖g_j‖ (frozen at θ), so its gradient is the
     mean of the validation samples' unit gradients: every validation sample votes once. Without it,
@@ -94,9 +96,9 @@ def one_step_utility(model, train_batches, val_batches, loss_fn, *, lr, method="
                 if val_grad is None:
                     val_grad = _val_loss(model, val, loss_fn, params, weights)[1]
                 bound = None if sketch is None else sketch.bind(params, adam)
-                if bound is not None and (not normalize or backend not in ("auto", "per_sample")):
+                if bound is not None and (not normalize or backend not in ("auto", "ghost", "per_sample")):
                     raise ValueError("a sketch comes from the per-sample pass: it needs normalize=True and "
-                                     "backend 'auto' or 'per_sample'")
+                                     "backend 'auto', 'ghost' or 'per_sample'")
                 u, loss, feats = _first_order(model, train_batches, val, loss_fn, named, lr, adam, backend,
                                               val_grad, normalize, bound)
                 if sketch is not None:
@@ -142,7 +144,7 @@ def _unit_weights(model, val, loss_fn, params):
     validation gradient has unit length, so each validation sample votes once whatever its loss."""
     out = []
     for batch in val:
-        norm = per_sample.norms(model, batch, loss_fn, params)
+        norm = ghost.norms(model, batch, loss_fn, params)
         if not (norm > 0).all():
             raise ValueError("a validation sample has a zero gradient: unit_val cannot weigh it")
         out.append(1.0 / norm)
@@ -176,8 +178,7 @@ def gradient_features(model, batches, loss_fn, sketch, adam_state=None) -> torch
         out = []
         with torch.enable_grad():
             for batch in batches:
-                _, grads = per_sample.gradients(model, batch, loss_fn, params)
-                out.append(bound(grads, per_sample._norms_of(grads)))
+                out.append(ghost.dots_and_norms(model, batch, loss_fn, params, sketch=bound)[3])
         return torch.cat(out) if out else torch.zeros(0, sketch.dim)
     finally:
         for m, mode in modes:
@@ -201,9 +202,9 @@ def _exact(model, train_batches, val, loss_fn, params, saved, lr, adam, normaliz
     for batch in train_batches:
         losses = loss_fn(model, batch)      # all of the batch's gradients before any step touches θ
         seen.append(losses.detach().double())
-        per_sample = [_grads(losses[b], params, retain_graph=True) for b in range(losses.shape[0])]
+        grads = [_grads(losses[b], params, retain_graph=True) for b in range(losses.shape[0])]
         del losses
-        for g in per_sample:
+        for g in grads:
             if normalize:
                 norm = float(torch.sqrt(sum((gi.double() ** 2).sum() for gi in g)))
                 g = [gi / norm for gi in g] if norm > 0 else g
@@ -326,10 +327,9 @@ def _first_order(model, train_batches, val, loss_fn, named, lr, adam, backend, g
     global last_path
     d, c = _direction(gval, lr, adam)
     if sketch is not None:
-        candidates = ["per_sample"]     # the sketch needs every g_i: no other backend has them
+        candidates = ["ghost"] if backend == "auto" else [backend]     # only these two see every g_i
     elif backend == "auto":
-        # per_sample holds every g_i of a batch (fast, B copies of the parameters); ghost needs no copies
-        candidates = ["per_sample", "ghost", *BACKENDS[:3]] if normalize else list(BACKENDS[:3])
+        candidates = ["ghost", *BACKENDS[:3]] if normalize else list(BACKENDS[:3])
     else:
         candidates = [backend]
     if any(b not in BACKENDS for b in candidates):
@@ -343,7 +343,8 @@ def _first_order(model, train_batches, val, loss_fn, named, lr, adam, backend, g
                     loss, jv, norm, *f = per_sample.dots_and_norms(model, batch, loss_fn, params, d, sketch)
                     feats += f
                 elif candidates[0] == "ghost":
-                    loss, jv, norm = ghost.dots_and_norms(model, batch, loss_fn, params, d)
+                    loss, jv, norm, *f = ghost.dots_and_norms(model, batch, loss_fn, params, d, sketch)
+                    feats += f
                 else:
                     loss, jv = _directional(candidates[0], model, batch, loss_fn, named, d)
                     norm = per_sample.norms_by_loop(model, batch, loss_fn, params) if normalize else None

@@ -179,17 +179,3 @@ def norms_by_loop(model, batch, loss_fn, params) -> torch.Tensor:
             gs = torch.autograd.grad(losses[b], params, retain_graph=b + 1 < losses.shape[0], allow_unused=True)
             out.append(torch.sqrt(sum((g.double() ** 2).sum() for g in gs if g is not None)))
     return torch.stack(out) if out else torch.zeros(0, dtype=torch.float64)
-
-
-def norms(model, batch, loss_fn, params) -> torch.Tensor:
-    """float64 (B,) ‖g_i‖: from one pass where every trainable layer has a rule (holding every g_i, or, when
-    they would not fit in `MAX_BYTES`, without them: `ost.method.ghost`), else by the loop."""
-    from ost.method import ghost
-    try:
-        _, grads = gradients(model, batch, loss_fn, params)
-    except NotImplementedError:
-        try:
-            return ghost.dots_and_norms(model, batch, loss_fn, params)[2]
-        except NotImplementedError:
-            return norms_by_loop(model, batch, loss_fn, params)
-    return _norms_of(grads)

@@ -26,7 +26,7 @@ import torch
 
 from ost import runs
 from ost.data import schema, validate
-from ost.method import one_step, per_sample
+from ost.method import ghost, one_step
 from ost.method.step import DEFAULT, METHODS, OPTIMIZERS, Step
 from ost.models import collate, presets, train
 from ost.runs.workers import bar
@@ -130,7 +130,7 @@ def gradient_norms(model, tok, proc, samples, *, batch_size=32) -> pd.Series:
         try:
             params = [p for p in model.parameters() if p.requires_grad]
             for batch in collate.batches(samples, col, batch_size):
-                out.append(per_sample.norms(model, batch, collate.per_sample_loss, params))
+                out.append(ghost.norms(model, batch, collate.per_sample_loss, params))
         finally:
             model.train(was)
     return pd.Series(torch.cat(out).numpy() if out else [], index=list(samples["id"]), name="grad_norm")

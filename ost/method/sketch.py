@@ -56,8 +56,22 @@ class BoundSketch:
         """(B, dim) float32 features of per-sample gradients [(B, *p.shape)], each divided by its `norms`."""
         n = grads[0].shape[0]
         out = torch.zeros(n, self.dim, dtype=torch.float32)
-        for g, b, w in zip(grads, self.buckets, self.weights):
-            out.index_add_(1, b, g.detach().reshape(n, -1).float().cpu() * w)
-        if norms is not None:
-            out = out / norms.float().clamp_min(1e-30)[:, None]
-        return out
+        for k, g in enumerate(grads):
+            self.add(out, k, g)
+        return out if norms is None else self.normalized(out, norms)
+
+    def add(self, out, k, g) -> None:
+        """Add parameter k's per-sample gradients g (n, *shape), or a chunk of them, to the features out (n, dim)."""
+        out.index_add_(1, self.buckets[k], g.detach().reshape(len(g), -1).float().cpu() * self.weights[k])
+
+    def add_rows(self, out, k, rows, row_ids, owner) -> None:
+        """Add sparse per-sample rows of a 2-D parameter k: rows (U, width) of its rows row_ids, each belonging to
+        the sample owner[u] (an embedding's rows a sample's tokens used)."""
+        width = rows.shape[-1]
+        at = row_ids.cpu()[:, None] * width + torch.arange(width)
+        flat = owner.cpu()[:, None] * self.dim + self.buckets[k][at]
+        out.view(-1).index_add_(0, flat.reshape(-1), (rows.detach().float().cpu() * self.weights[k][at]).reshape(-1))
+
+    @staticmethod
+    def normalized(out, norms) -> torch.Tensor:
+        return out / norms.float().cpu().clamp_min(1e-30)[:, None]
