@@ -86,10 +86,10 @@ step-variants: venv ## which one-step ranking finds the toxic samples: every ste
 credibility: venv ## after reproduce: can the table decide? seed CI, noise gap, a 2-thread base (~12 min), run time -> results/$(RUN)/credibility.json
 	$(PY) -m ost.experiments.credibility --config configs/$(RUN).yaml --run $(RUN)
 
-bench-widths: venv ## the default step against one training pass at 4 widths up to ~60 M parameters: seconds and peak memory, per-sample vs ghost (~5 min) -> results/bench/widths.json
-	$(PY) benchmarks/bench_widths.py --out results/bench/widths.json
+bench-widths: venv ## the default step against one training pass at 4 widths up to ~60 M parameters and 2 batch sizes: seconds and peak memory, ghost vs per-sample (~10 min) -> results/bench/widths.json, docs/widths.md
+	$(PY) benchmarks/bench_widths.py --out results/bench/widths.json --render docs/widths.md
 
-bench: venv ## scoring cost vs one epoch, exact, naive loop, memory in N -> results/bench/scoring.json (~15 min; BENCH_ARGS=--quick: ~4)
+bench: venv bench-widths ## scoring cost vs one epoch, exact, naive loop, memory in N -> results/bench/scoring.json, then bench-widths (~25 min; BENCH_ARGS=--quick: ~14)
 	$(PY) benchmarks/bench_utility.py $(BENCH_ARGS)
 
 bench-sft: venv ## one target SFT run, the loop before and after its speed-ups, side by side: s/step, s/run, ratio, profile -> results/bench/sft.json (~13 min; BENCH_ARGS=--quick: ~3)

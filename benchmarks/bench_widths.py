@@ -3,12 +3,16 @@
 Fresh Qwen2-VL configs from the embedded proxy's width to ~60 M trainable parameters (vision tower frozen, as
 scoring runs it). Each measurement runs in its own process, so its peak resident memory is its own:
 * `train`: one forward and backward pass over the samples, batch by batch (no optimizer step);
-* `per_sample`: the default step's first-order utility holding every g_i of a batch (B copies of the trainable
-  parameters; skipped where they would not fit in `per_sample.MAX_BYTES`);
-* `ghost`: the same utility without the copies (`ost.method.ghost`).
+* `ghost`: the default step's first-order utility, the way it is scored (`ost.method.ghost`: no per-sample copy
+  of the parameters);
+* `per_sample`: the same utility holding every g_i of a batch (B copies of the trainable parameters; skipped
+  where they would not fit in `per_sample.MAX_BYTES`): the reference, and the fast path before the ghost one.
+Every width runs at two batch sizes. Seconds compare at the larger; memory compares across both: a step's peak
+beyond the training pass's at the same batch size (its overhead) should not grow with the batch.
 Ratios are taken within this one run, on this machine's load; they are not timed assertions.
 
-    python benchmarks/bench_widths.py --out results/bench/widths.json [--samples 64] [--batch 32]
+    python benchmarks/bench_widths.py --out results/bench/widths.json [--render docs/widths.md]
+    python benchmarks/bench_widths.py --render docs/widths.md --from results/bench/widths.json
 """
 import argparse
 import json
@@ -19,6 +23,7 @@ import warnings
 from pathlib import Path
 
 WIDTHS = ((64, 2, 2), (256, 4, 4), (512, 6, 8), (768, 8, 12))      # hidden, layers, heads
+MODES = ("train", "ghost", "per_sample")
 
 
 def _measure(mode: str, width: tuple, samples: int, batch: int) -> dict:
@@ -44,51 +49,90 @@ def _measure(mode: str, width: tuple, samples: int, batch: int) -> dict:
         out = {"trainable": sum(p.numel() for p in params)}
         if mode == "per_sample" and out["trainable"] * 4 * batch > per_sample.MAX_BYTES:
             return {**out, "seconds": None, "peak_mib": None, "path": "does not fit in MAX_BYTES"}
-        held = per_sample.MAX_BYTES
-        per_sample.MAX_BYTES = 0 if mode == "ghost" else held      # at 0 the step takes the ghost path
-        try:
-            gval = None if mode == "train" else one_step.val_gradient(model, val, collate.per_sample_loss,
-                                                                      unit_val=True)
-            start = time.perf_counter()
-            if mode == "train":
-                for b in rows:
-                    model.zero_grad()
-                    collate.per_sample_loss(model, b).mean().backward()
-            else:
-                one_step.one_step_utility(model, rows, val, collate.per_sample_loss, lr=1e-3, normalize=True,
-                                          unit_val=True, val_grad=gval)
-            seconds = time.perf_counter() - start
-        finally:
-            per_sample.MAX_BYTES = held
+        gval = None if mode == "train" else one_step.val_gradient(model, val, collate.per_sample_loss, unit_val=True)
+        start = time.perf_counter()
+        if mode == "train":
+            for b in rows:
+                model.zero_grad()
+                collate.per_sample_loss(model, b).mean().backward()
+        else:
+            one_step.one_step_utility(model, rows, val, collate.per_sample_loss, lr=1e-3, normalize=True,
+                                      unit_val=True, val_grad=gval, backend=mode)
+        seconds = time.perf_counter() - start
     return {**out, "seconds": seconds, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "path": mode if mode == "train" else one_step.last_path}
 
 
+def _row(width, samples, batches, ctx) -> dict:
+    row = {"hidden": width[0], "layers": width[1], "batches": {}}
+    for batch in batches:
+        cell = {}
+        for mode in MODES:
+            with ctx.Pool(1) as pool:
+                cell[mode] = pool.apply(_measure, (mode, width, samples, batch))
+        for mode in MODES[1:]:
+            s, peak = cell[mode]["seconds"], cell[mode]["peak_mib"]
+            cell[mode]["vs_train"] = None if s is None else s / cell["train"]["seconds"]
+            cell[mode]["overhead_mib"] = None if peak is None else peak - cell["train"]["peak_mib"]
+        row["batches"][str(batch)] = cell
+    row["trainable"] = cell["train"]["trainable"]
+    return row
+
+
+def _cell(m) -> str:
+    return "–" if m["seconds"] is None else f"{m['vs_train']:.2f}×"
+
+
+def _mib(m) -> str:
+    return "–" if m["peak_mib"] is None else f"{m['overhead_mib']:+.0f}"
+
+
+def render(result: dict) -> str:
+    """docs/widths.md from the benchmark's JSON: seconds at the larger batch, memory overhead at both."""
+    small, large = (str(b) for b in result["batches"])
+    lines = ["# The default step against a training pass, by model width", "",
+             f"Written by `make bench` (`benchmarks/bench_widths.py`) from `results/bench/widths.json`: "
+             f"{result['samples']} pool samples, one thread, fresh Qwen2-VL configs with the vision tower frozen. "
+             "Time is the step's seconds over one forward and backward pass of the same samples at batch "
+             f"{large}; memory is the step's peak resident memory beyond the training pass's at the same batch "
+             "(MiB), at both batch sizes. `ghost` is the path the default step takes; `per_sample` holds every "
+             "g_i of a batch, the reference the tests compare with (– : its copies would not fit in "
+             "`per_sample.MAX_BYTES`).", "",
+             f"| trainable | train s (batch {large}) | ghost time | per-sample time | ghost MiB, batch {small} "
+             f"| ghost MiB, batch {large} | per-sample MiB, batch {small} | per-sample MiB, batch {large} |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in result["rows"]:
+        a, b = row["batches"][small], row["batches"][large]
+        lines.append(f"| {row['trainable'] / 1e6:.1f} M | {b['train']['seconds']:.1f} | {_cell(b['ghost'])} | "
+                     f"{_cell(b['per_sample'])} | {_mib(a['ghost'])} | {_mib(b['ghost'])} | "
+                     f"{_mib(a['per_sample'])} | {_mib(b['per_sample'])} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--out", type=Path, help="measure, and write the JSON here")
+    parser.add_argument("--from", dest="source", type=Path, help="render this JSON instead of measuring")
+    parser.add_argument("--render", type=Path, help="write the markdown table here")
     parser.add_argument("--samples", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--batches", type=int, nargs=2, default=[8, 32], help="a small and a large batch size")
     args = parser.parse_args(argv)
-    ctx = multiprocessing.get_context("spawn")
-    rows = []
-    for width in WIDTHS:
-        row = {"hidden": width[0], "layers": width[1]}
-        for mode in ("train", "per_sample", "ghost"):
-            with ctx.Pool(1) as pool:
-                row[mode] = pool.apply(_measure, (mode, width, args.samples, args.batch))
-        row["trainable"] = row["train"]["trainable"]
-        for mode in ("per_sample", "ghost"):
-            s = row[mode]["seconds"]
-            row[mode]["vs_train"] = None if s is None else s / row["train"]["seconds"]
-        rows.append(row)
-        cells = [f"{m} " + ("–" if row[m]["seconds"] is None else f"{row[m]['vs_train']:.2f}x "
-                            f"({row[m]['peak_mib']:.0f} MiB)") for m in ("per_sample", "ghost")]
-        print(f"{row['trainable'] / 1e6:6.1f} M: train {row['train']['seconds']:.1f} s "
-              f"({row['train']['peak_mib']:.0f} MiB); " + "; ".join(cells), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"samples": args.samples, "batch": args.batch, "threads": 1, "rows": rows},
-                                   indent=1) + "\n")
+    if (args.out is None) == (args.source is None):
+        parser.error("give --out (measure) or --from (render a measured JSON)")
+    if args.source is not None:
+        result = json.loads(args.source.read_text())
+    else:
+        ctx = multiprocessing.get_context("spawn")
+        rows = []
+        for width in WIDTHS:
+            rows.append(_row(width, args.samples, sorted(args.batches), ctx))
+            print(render({"samples": args.samples, "batches": sorted(args.batches), "rows": rows}).splitlines()[-1],
+                  flush=True)
+        result = {"samples": args.samples, "batches": sorted(args.batches), "threads": 1, "rows": rows}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    if args.render is not None:
+        args.render.write_text(render(result))
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ import torch
 from ost import runs
 from ost.data import loaders, schema, validate
 from ost.experiments import transfer
-from ost.method import coverage, score, shift, toxic
+from ost.method import coverage, one_step, score, shift, toxic
 from ost.method.step import DEFAULT
 from ost.models import base, presets, train
 from ost.runs.settings import SFT, Warmup
@@ -181,16 +181,19 @@ def score_stage(out, *, batch_size=32, part_size=256, max_length=None) -> dict:
     if not (out / "warmup.json").exists():
         raise FileNotFoundError(f"{out} holds no warmed proxy: run `python -m ost warmup --out {out}` first")
     dd = _prepared(out)
+    device = score.device_for()          # a GPU when there is one; parts `ost.method.score` left are taken up
     model, tok, proc = presets.load(out / "proxy")
+    model.to(device)
     start = time.perf_counter()
-    state = torch.load(out / "adam_state.pt", weights_only=True)
+    state = torch.load(out / "adam_state.pt", weights_only=True, map_location=device)
     frame = score.score_pool(model, tok, proc, dd["pool"], dd["validation"], out / "scores.parquet", step=DEFAULT,
                              warm_state=state, batch_size=batch_size, part_size=part_size, max_length=max_length,
                              overwrite=True)   # parts of an earlier warm-up or data are stale here; same ones resume
     ref = toxic.reference(model, tok, proc, dd["calibration"], dd["validation"], step=DEFAULT, warm_state=state,
                           batch_size=batch_size)
     ref.rename_axis("id").reset_index().to_parquet(out / "calibration.parquet", index=False)
-    _record(out, "score", settings, time.perf_counter() - start, status=frame["status"].value_counts().to_dict())
+    _record(out, "score", settings, time.perf_counter() - start, status=frame["status"].value_counts().to_dict(),
+            path=one_step.last_path)     # the first-order path the scoring took (ghost unless a layer had no rule)
     return _settings(out / "score.json")
 
 

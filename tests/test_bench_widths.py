@@ -1,4 +1,6 @@
-"""The width benchmark measures what it names: a training pass, and the default step by the path it says."""
+"""The width benchmark measures what it names (a training pass, and the default step by the path it says), and
+docs/widths.md is its committed JSON rendered."""
+import json
 import sys
 
 from ost.runs import paths
@@ -9,6 +11,12 @@ import bench_widths  # noqa: E402
 
 def test_each_mode_reports_its_seconds_memory_and_path():
     width = (32, 1, 2)
-    for mode, path in (("train", "train"), ("ghost", "ghost"), ("per_sample", "per_sample")):
+    for mode in bench_widths.MODES:
         got = bench_widths._measure(mode, width, samples=4, batch=2)
-        assert got["path"] == path and got["seconds"] > 0 and got["peak_mib"] > 0 and got["trainable"] > 0
+        assert got["path"] == mode and got["seconds"] > 0 and got["peak_mib"] > 0 and got["trainable"] > 0
+
+
+def test_the_docs_table_is_the_committed_measurement():
+    result = json.loads((paths.ROOT / "results/bench/widths.json").read_text())
+    assert len(result["rows"]) >= 4 and len(result["batches"]) == 2
+    assert (paths.ROOT / "docs/widths.md").read_text() == bench_widths.render(result)

@@ -1,5 +1,6 @@
 """`python -m ost`: one command from a LLaVA-style JSON file to the subset, the toxic list and the scores."""
 import json
+import os
 import subprocess
 import sys
 
@@ -155,3 +156,46 @@ def test_killed_mid_score_then_rerun_gives_the_same_files(mine, tmp_path):
     subprocess.run(args(out), env=env, cwd=paths.ROOT, capture_output=True, timeout=300, check=True)
     for name in ("scores.parquet", "selected.json", "toxic.csv"):
         assert (out / name).read_bytes() == (tmp_path / "whole" / name).read_bytes(), name
+
+
+def test_the_command_on_a_saved_checkpoint_of_a_width_no_preset_has(tmp_path, tokenizer, processor):
+    """`python -m ost run --proxy FOLDER` on a Qwen2-VL folder laid out as a real checkpoint (config, weights,
+    tokenizer, image processor) of its own width: it warms, scores the ghost way, selects and flags."""
+    width = dict(hidden=48, layers=3, heads=4, vision_width=48, vision_depth=1, vision_heads=2, rope_theta=10.0)
+    assert width not in presets.PRESETS.values()
+    folder = presets.save(tmp_path / "ckpt", presets.build(width, tokenizer, seed=3), tokenizer, processor)
+    assert {"config.json", "model.safetensors", "tokenizer.json", "preprocessor_config.json"} <= {
+        p.name for p in folder.iterdir()}
+    out = tmp_path / "out"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(paths.ROOT)}
+    done = subprocess.run([sys.executable, "-m", "ost", "run", str(MINE / "mine.json"), "--val",
+                           str(MINE / "mine_val.json"), "--fraction", "0.5", "--out", str(out), "--proxy", str(folder),
+                           "--warmup-epochs", "1"], env=env, cwd=paths.ROOT, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "kept 24" in done.stdout
+    scored = json.loads((out / "score.json").read_text())
+    assert scored["path"] == "ghost" and scored["status"] == {"ok": 48}
+    frame = score.read_scores(out / "scores.parquet")
+    assert np.isfinite(frame["utility"]).all() and frame["utility"].nunique() == 48
+    model, _, _ = presets.load(out / "proxy")
+    assert model.config.text_config.hidden_size == 48 and model.config.text_config.num_hidden_layers == 3
+
+
+def test_pool_scores_the_sharded_command_wrote_are_taken_up_by_the_score_stage(mine, tmp_path):
+    """docs/own_data.md's GPU route: `ost.method.score` (under torchrun, one process here) scores work/prepared's
+    pool into work/scores.parquet; `python -m ost score` then reuses every part and adds what the stages need."""
+    path, proxy, _ = mine
+    out = tmp_path / "work"
+    cli.main(["prepare", str(path), "--val", str(MINE / "mine_val.json"), "--out", str(out)])
+    cli.main(["warmup", "--out", str(out), "--proxy", proxy, "--warmup-epochs", "1"])
+    score.main(["--model", str(out / "proxy"), "--adam-state", str(out / "adam_state.pt"), "--pool",
+                str(out / "prepared"), "--out", str(out / "scores.parquet"), "--part-size", "16"])
+    parts = {p.name: p.stat().st_mtime_ns for p in (out / "scores.parquet.parts").glob("part-*.parquet")}
+    before = score.read_scores(out / "scores.parquet")
+    cli.main(["score", "--out", str(out), "--part-size", "16"])
+    assert len(parts) == 3 and parts == {p.name: p.stat().st_mtime_ns
+                                         for p in (out / "scores.parquet.parts").glob("part-*.parquet")}
+    pd.testing.assert_frame_equal(score.read_scores(out / "scores.parquet"), before)
+    cli.main(["select", "--out", str(out), "--fraction", "0.25"])
+    assert len(loaders.load_llava_json(out / "selected.json")) == 12

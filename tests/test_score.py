@@ -110,6 +110,13 @@ def test_cli_continues_the_warmup_adam_state_from_disk(tmp_path, setup, records)
     fresh = score.score_pool(model, tok, proc, pool, val, tmp_path / "fresh.parquet", step=Step(continue_warmup=False),
                              part_size=4, progress=False)
     assert not fresh["utility"].equals(here["utility"])
+    assert score.device_for("auto") == (torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu"))
+    half = tmp_path / "bf16.parquet"        # the GPU setting, run on the CPU: the same ranking, coarser values
+    score.main(["--model", str(folder), "--pool", str(tmp_path / "pool"), "--out", str(half), "--adam-state",
+                str(tmp_path / "adam_state.pt"), "--part-size", "4", "--device", "cpu", "--dtype", "bfloat16"])
+    half = pd.read_parquet(half)
+    assert set(half["status"]) == {"ok"} and not half["utility"].equals(cli["utility"])
+    assert half["utility"].corr(cli["utility"], method="spearman") > 0.9
 
 
 def test_parts_of_another_model_are_never_reused(tmp_path, setup):

@@ -114,6 +114,7 @@ def score_samples(model, tok, proc, samples, validation, *, step=DEFAULT, warm_s
             val_feats = one_step.gradient_features(model, collate.batches(validation, col, batch_size),
                                                    collate.per_sample_loss, sketch, step.adam_state(warm_state))
     ids = list(samples["id"])
+    u, loss = u.cpu(), loss.cpu()
     frame = (pd.DataFrame({"utility": u.numpy(), "loss": loss.numpy()}, index=ids) if with_loss
              else pd.Series(u.numpy(), index=ids, name="utility"))
     return frame if sketch is None else (frame, out[2].numpy(), val_feats.numpy())
@@ -133,7 +134,7 @@ def gradient_norms(model, tok, proc, samples, *, batch_size=32) -> pd.Series:
                 out.append(ghost.norms(model, batch, collate.per_sample_loss, params))
         finally:
             model.train(was)
-    return pd.Series(torch.cat(out).numpy() if out else [], index=list(samples["id"]), name="grad_norm")
+    return pd.Series(torch.cat(out).cpu().numpy() if out else [], index=list(samples["id"]), name="grad_norm")
 
 
 def _score_rows(model, col, samples, val, batch_size, freeze_vision, **step):
@@ -154,13 +155,13 @@ def _score_part(model, col, samples, status, val, batch_size, freeze_vision, max
                 status[j] = "skipped:too_long"
     todo = [j for j in range(n) if status[j] == "ok"]
     if todo:
-        uu, ll = (t.numpy() for t in _score_rows(model, col, [samples[j] for j in todo], val, batch_size,
+        uu, ll = (t.cpu().numpy() for t in _score_rows(model, col, [samples[j] for j in todo], val, batch_size,
                                                  freeze_vision, **step))
         bad = ~np.isfinite(ll)
         if bad.any() and not bad.all():
             keep = [j for j, b in zip(todo, bad) if not b]
             u2, l2 = _score_rows(model, col, [samples[j] for j in keep], val, batch_size, freeze_vision, **step)
-            uu[~bad], ll[~bad] = u2.numpy(), l2.numpy()
+            uu[~bad], ll[~bad] = u2.cpu().numpy(), l2.cpu().numpy()
         u[todo], loss[todo] = uu, ll
         for j in todo:
             status[j] = "ok" if np.isfinite(u[j]) and np.isfinite(loss[j]) else "nonfinite"
@@ -276,16 +277,34 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-length", type=int, default=None,
                         help="tokens per sample; a longer one gets status skipped:too_long (default: no limit)")
     parser.add_argument("--seed", type=int, default=0, help="set before each part; recorded in the file")
+    parser.add_argument("--device", default="auto",
+                        help="cpu, cuda, cuda:N; auto: this process's GPU (LOCAL_RANK under torchrun) if there is one")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+                        help="the weights' dtype (bfloat16 halves a GPU's memory; scores then round coarser)")
     return parser
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def device_for(spec: str = "auto") -> torch.device:
+    """The device a scoring process puts its model on: `spec`, or with "auto" its own GPU when there is one."""
+    if spec != "auto":
+        return torch.device(spec)
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
 
 
 def main(argv=None):
     cli = parser()
     args = cli.parse_args(argv)
-    model, tok, proc = presets.load(args.model)
+    device = device_for(args.device)
+    model, tok, proc = presets.load(args.model, dtype=DTYPES[args.dtype])
+    model.to(device)
     step = Step(method=args.method, optimizer=args.optimizer, lr=args.lr, normalize=args.normalize,
                 unit_val=args.unit_val, continue_warmup=not args.fresh_adam)
-    warm_state = torch.load(args.adam_state, weights_only=True) if args.adam_state else None
+    warm_state = torch.load(args.adam_state, weights_only=True, map_location=device) if args.adam_state else None
     try:
         step.adam_state(warm_state)
     except ValueError as err:

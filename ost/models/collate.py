@@ -166,10 +166,12 @@ def batches(dataset, collator, size: int) -> list:
 
 
 def per_sample_loss(model, batch) -> torch.Tensor:
-    """Mean cross-entropy over each sample's answer tokens, shape (B,): the loss OST differentiates."""
-    inputs = {k: v for k, v in batch.items() if k != "labels"}
+    """Mean cross-entropy over each sample's answer tokens, shape (B,): the loss OST differentiates. The batch
+    goes to the model's device (a no-op on the CPU), so the collator's CPU tensors serve a model on a GPU."""
+    device = getattr(model, "device", None)
+    inputs = {k: v.to(device) if device is not None else v for k, v in batch.items() if k != "labels"}
     logits = model(**inputs).logits[:, :-1].float()
-    target = batch["labels"][:, 1:]
+    target = batch["labels"][:, 1:].to(logits.device)
     nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), target, ignore_index=IGNORE, reduction="none")
     mask = (target != IGNORE).float()
     return (nll * mask).sum(1) / mask.sum(1).clamp(min=1)
