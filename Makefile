@@ -16,7 +16,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 BASES := proxy target
 NOTEBOOKS := $(notdir $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb)))
 
-.PHONY: help venv lint test reproduce readme regime warmup-curve toxic-check step-variants credibility bench bench-widths bench-sft lab clean-quick
+.PHONY: help venv lint package-check test reproduce readme regime warmup-curve toxic-check step-variants credibility bench bench-widths bench-sft lab clean-quick
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -37,10 +37,18 @@ $(VENV)/.installed: environment.yml pyproject.toml
 
 venv: $(VENV)/.installed ## build .venv from the pins in environment.yml (pip; no conda needed)
 
+package-check: ## pip install . into a fresh venv against environment.yml's pins, then run the `ost` command (~1 min)
+	rm -rf build/package-check && $(PYTHON) -m venv build/package-check
+	sed -n 's/^ *- \([A-Za-z0-9_.-]*==[^ #]*\).*/\1/p' environment.yml > build/package-check/pins.txt
+	build/package-check/bin/pip install -q --no-compile -c build/package-check/pins.txt . 2>&1 | grep -v "^WARNING: Location" || true
+	cd build && package-check/bin/ost --help | grep -q "prepare,warmup,score,select" && \
+	  package-check/bin/python -c "import ost, torch, transformers; print('ost', ost.__version__ if hasattr(ost, '__version__') else '', 'installed alone: torch', torch.__version__, 'transformers', transformers.__version__)"
+	rm -rf build
+
 lint: venv ## ruff: pyflakes, pycodestyle at 120 columns, import order (pyproject.toml)
 	$(VENV)/bin/ruff check .
 
-test: venv lint ## lint, then the tests and every notebook executed at its quick defaults (nbval)
+test: venv lint package-check ## lint, the package installed alone, then the tests and every notebook executed at its quick defaults (nbval)
 	$(PY) -m ost.models.base $(BASES)    # the notebooks' two bases, built side by side (once; ~3.5 min instead of ~6)
 	$(PY) -m pytest -q tests notebooks --nbval-lax
 

@@ -25,6 +25,7 @@ import argparse
 import hashlib
 import json
 import os
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -312,7 +313,8 @@ def _toxic_line(t: dict) -> str:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m ost", description=__doc__.split("\n")[0])
+    prog = "ost" if Path(sys.argv[0]).name == "ost" else "python -m ost"    # the console script, or the module
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     cmds = {name: sub.add_parser(name, help=text) for name, text in [
         ("run", "every stage: prepare, warmup, score, select"), ("prepare", "load and check DATA and VAL"),
