@@ -8,8 +8,8 @@ With `--sft-seeds`, the question is settled the way the paper settles it: the ta
 each variant's top-20 % (fixed compute: the steps of a Full-SFT run) and top-50 % (same epochs), next
 to a random subset and the proxy's lowest-loss samples, and scored on the clean held-out test set.
 
-    python benchmarks/compare_steps.py --out results/main/step_choice.json
-    python benchmarks/compare_steps.py --n-score 0 --sft-seeds 0 1 --out results/main/step_choice_sft.json
+    python benchmarks/compare_steps.py --out results/history/step_choice.json
+    python benchmarks/compare_steps.py --n-score 0 --sft-seeds 0 1 --out results/history/step_choice_sft.json
 """
 import argparse
 import json
