@@ -158,6 +158,15 @@ def test_scoring_with_a_sketch_keeps_the_utility_and_sketches_its_inner_products
 
 
 def test_the_package_names_the_selector_and_every_entry_point_resolves():
+    import ast
+    import importlib
+
     import ost
     assert ost.select is coverage.choose
     assert all(callable(getattr(ost, name)) for name in ost.__all__)
+    assert ost.__all__ == sorted(ost._EXPORTS)
+    tree = ast.parse(open(ost.__file__).read())          # what an editor resolves: the TYPE_CHECKING imports
+    static = {a.asname or a.name: getattr(importlib.import_module(node.module), a.name)
+              for block in tree.body if isinstance(block, ast.If) and getattr(block.test, "id", "") == "TYPE_CHECKING"
+              for node in block.body for a in node.names}
+    assert static == {name: getattr(ost, name) for name in ost.__all__}
