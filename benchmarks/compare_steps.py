@@ -31,11 +31,12 @@ from ost.runs import paths
 from ost.runs.settings import SFT, Warmup
 
 VARIANTS = {
-    "first_order_sgd_1e-3": Step(optimizer="sgd", lr=1e-3),
-    "first_order_adam_warmup_1e-4": Step(optimizer="adam", lr=1e-4),
-    "exact_sgd_1e-3": Step(method="exact", optimizer="sgd", lr=1e-3),
-    "exact_adam_fresh_1e-4": Step(method="exact", optimizer="adam", lr=1e-4, continue_warmup=False),
-    "exact_adam_warmup_1e-4": Step(method="exact", optimizer="adam", lr=1e-4),
+    "first_order_sgd_1e-3": Step(optimizer="sgd", lr=1e-3, normalize=False, unit_val=False),
+    "first_order_adam_warmup_1e-4": Step(optimizer="adam", lr=1e-4, normalize=False, unit_val=False),
+    "exact_sgd_1e-3": Step(method="exact", optimizer="sgd", lr=1e-3, normalize=False, unit_val=False),
+    "exact_adam_fresh_1e-4": Step(method="exact", optimizer="adam", lr=1e-4, continue_warmup=False, normalize=False,
+                                  unit_val=False),
+    "exact_adam_warmup_1e-4": Step(method="exact", optimizer="adam", lr=1e-4, normalize=False, unit_val=False),
 }
 
 

@@ -206,8 +206,9 @@ def main(argv=None):
         out["epoch_seconds_per_1000"] = log["train_seconds"] / args.epochs / (args.fraction * len(dd["pool"])) * 1000
         few = scored.select(range(min(args.n_exact, len(scored))))
         exact = {}
-        for name, step in (("exact_fresh_adam", Step(method="exact", lr=args.step_lr, continue_warmup=False)),
-                           ("exact_warm_adam", Step(method="exact", lr=args.step_lr)),
+        plain = Step(method="exact", lr=args.step_lr, normalize=False, unit_val=False)
+        for name, step in (("exact_fresh_adam", plain.with_(continue_warmup=False)),
+                           ("exact_warm_adam", plain),
                            ("exact_default", DEFAULT.with_(method="exact", lr=args.step_lr))):
             start = time.perf_counter()
             exact[name] = step.utility(model, collate.batches(few, col, 32), val_b, collate.per_sample_loss,

@@ -24,7 +24,7 @@ from ost.data.schema import FIELDS
 from ost.method.step import Step
 from ost.runs.paths import FIXTURES, NOTEBOOKS
 
-SGD = Step(optimizer="sgd")     # untrained models: no warm-up state to continue
+SGD = Step(optimizer="sgd", normalize=False, unit_val=False)     # untrained models: no warm-up state to continue
 
 LLAVA = FIXTURES / "llava" / "mini.json"
 N_LLAVA = len(json.loads(LLAVA.read_text()))

@@ -10,7 +10,7 @@ from ost.method import score
 from ost.method.step import Step
 from ost.models import presets
 
-SGD = Step(optimizer="sgd")     # an untrained model has no warm-up state to continue
+SGD = Step(optimizer="sgd", normalize=False, unit_val=False)     # an untrained model has no warm-up state to continue
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ import pytest
 import yaml
 
 from ost.data import schema
+from ost.method.step import DEFAULT, Step
 from ost.runs import paths
 from ost.runs.notebooks import notebook_parameters
 from ost.runs.settings import SFT, Pool, Warmup
@@ -38,13 +39,14 @@ def test_main_config_names_the_committed_pool_and_sets_only_known_types():
     pool_params = Pool.from_params(config).pool_params()
     committed = json.loads((paths.RESULTS / "main" / "pool.json").read_text())["folder"]
     assert str(schema.pool_dir(pool_params).relative_to(paths.ROOT)) == committed
-    for stage in (Pool, Warmup, SFT):
+    for stage in (Pool, Warmup, Step, SFT):
         stage.from_params(config)                                           # every value has its field's type
+    assert Step.from_params(config) == DEFAULT                               # the config names the default step
     assert "seed" not in config and "seeds" not in config                   # each seed says its stage
 
 
 @pytest.mark.parametrize("notebook, stage", [("00_make_pool", Pool), ("01_warm_up_proxy", Warmup),
-                                             ("05_train_targets", SFT)])
+                                             ("02_score_utility", Step), ("05_train_targets", SFT)])
 def test_stage_notebooks_take_every_field_under_its_own_name(notebook, stage):
     params = notebook_parameters(paths.ROOT / "notebooks" / f"{notebook}.ipynb")
     missing = [name for name in stage.names() if name not in params]

@@ -38,7 +38,7 @@ def test_utility_is_one_step_utility_with_these_settings():
     model = nn.Linear(3, 1).double()
     x, y = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
     loss = lambda m, b: (m(b[0]).squeeze(-1) - b[1]) ** 2
-    step = Step(optimizer="sgd", lr=0.1, normalize=True)
+    step = Step(optimizer="sgd", lr=0.1, normalize=True, unit_val=False)
     want = ost.one_step_utility(model, [(x, y)], [(x, y)], loss, lr=0.1, normalize=True)
     torch.testing.assert_close(step.utility(model, [(x, y)], [(x, y)], loss), want)
 
@@ -52,8 +52,7 @@ def _notebook_parameters(name):
 
 def test_the_default_step_is_the_same_in_the_notebook_and_the_cli():
     p = _notebook_parameters("02_score_utility.ipynb")
-    assert Step(method=p["method"], optimizer=p["optimizer"], lr=p["step_lr"], normalize=p["normalize"],
-                unit_val=p["unit_val"], continue_warmup=p["continue_warmup"]) == DEFAULT
+    assert Step.from_params(p) == DEFAULT and set(Step.names()) <= set(p)      # every field, under its step_ name
     d = vars(score.parser().parse_args(["--model", "m", "--pool", "p", "--out", "o"]))
     assert Step(method=d["method"], optimizer=d["optimizer"], lr=d["lr"], normalize=d["normalize"],
                 unit_val=d["unit_val"], continue_warmup=not d["fresh_adam"]) == DEFAULT
@@ -65,3 +64,13 @@ def test_the_package_exports_what_a_user_needs():
         assert callable(getattr(ost, name))
     with pytest.raises(AttributeError):
         ost.not_a_name
+
+
+def test_step_keys_are_typed_and_a_config_reads_them():
+    got = Step.from_params({"step_lr": 3, "step_normalize": False, "lr": 9.0})     # "lr" belongs to no step
+    assert got == DEFAULT.with_(lr=3.0, normalize=False)
+    assert Step.from_params(DEFAULT.as_params()) == DEFAULT
+    with pytest.raises(TypeError, match="normalize is a bool"):
+        Step.from_params({"step_normalize": "yes"})
+    with pytest.raises(TypeError, match="lr is a number"):
+        Step.from_params({"step_lr": "1e-4"})

@@ -20,7 +20,7 @@ def test_settings_give_the_same_utilities_in_workers(setup):
     folder, dd = setup
     ids = dd["pool"]["id"]
     warm_up = Warmup(proxy=str(folder), warmup_epochs=1.0, warmup_lr=1e-2, warmup_batch_size=4)
-    step = Step(lr=1e-3)       # continues each warm-up's Adam state
+    step = Step(lr=1e-3, normalize=False, unit_val=False)       # continues each warm-up's Adam state
     settings = {"saved, exact": dict(model=folder, rows=[1, 5, 9, 13],
                                      step=step.with_(method="exact", continue_warmup=False)),
                 "warmed, first order": dict(warm_up=warm_up, warm_ids=ids[:8], rows=list(range(8, 24)), step=step),
@@ -38,7 +38,7 @@ def test_settings_give_the_same_utilities_in_workers(setup):
 
 def test_settings_grid_changes_one_thing_at_a_time():
     warm = Warmup(warmup_epochs=3.0)
-    step = Step(lr=1e-4)
+    step = Step(lr=1e-4, normalize=False, unit_val=False)
     grid = transfer.settings_grid(warm, ["a", "b"], step, proxy="p", adam_state="s.pt", target="target",
                                   transfer_rows=[0, 1], sensitivity_rows=[2, 3, 4], proxy_sizes=["proxy", "big"],
                                   warmup_epochs_grid=[3.0, 6.0], step_lrs=[1e-4, 3e-4])

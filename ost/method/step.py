@@ -13,21 +13,30 @@ how Δ_i is formed:
 * `method`: "first_order" (one pass per batch) or "exact" (really step and re-evaluate: the reference);
 * `lr`: the step's learning rate (first order: a scale that does not change the ranking).
 
-`PAPER` is the paper's plain first-order SGD utility; `DEFAULT` is the step the project scores with.
+`Step()` is the step the project scores with (`DEFAULT`); `PAPER` is the paper's plain first-order SGD utility.
+In a config or a notebook's parameters the fields are `step_method`, `step_optimizer`, `step_lr`, … (`from_params`).
 """
 from dataclasses import asdict, dataclass, fields, replace
+
+from ost.runs.settings import typed
 
 METHODS = ("first_order", "exact")
 OPTIMIZERS = ("sgd", "adam")
 
 
+PREFIX = "step_"     # a field's name in configs/*.yaml and the notebooks' parameters: step_lr, step_normalize, …
+
+
 @dataclass(frozen=True)
 class Step:
+    """One simulated step. The defaults are the project's choice: the warm-up's own Adam step, both sides at unit
+    length. Chosen on the main pool with a competent proxy and checked unchanged on a second pool with two noise
+    kinds it never had (`make step-variants`; docs/step_choice.md has the table)."""
     method: str = "first_order"
     optimizer: str = "adam"
     lr: float = 1e-4
-    normalize: bool = False
-    unit_val: bool = False
+    normalize: bool = True
+    unit_val: bool = True
     continue_warmup: bool = True
 
     def __post_init__(self):
@@ -47,8 +56,25 @@ class Step:
             raise TypeError(f"unknown Step setting(s) {sorted(unknown)}; known: {sorted(known)}")
         return cls(**d)
 
+    @classmethod
+    def names(cls) -> list:
+        """The fields' names in a config or a notebook's parameters."""
+        return [PREFIX + f.name for f in fields(cls)]
+
+    @classmethod
+    def from_params(cls, params) -> "Step":
+        """The step from a flat mapping that may hold other stages' keys too (configs/main.yaml, a notebook's
+        globals()): its `step_*` keys, typed as `ost.runs.settings` types every stage; a key not given keeps the
+        default's value."""
+        return cls(**{f.name: typed(cls, f.name, params[PREFIX + f.name]) for f in fields(cls)
+                      if PREFIX + f.name in params})
+
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def as_params(self) -> dict:
+        """The step as `step_*` keys (what `from_params` reads)."""
+        return {PREFIX + k: v for k, v in asdict(self).items()}
 
     def with_(self, **changes) -> "Step":
         return replace(self, **changes)
@@ -79,8 +105,5 @@ class Step:
         return f"{self.method.replace('_', '-')} {opt}{unit}, lr {self.lr:g}"
 
 
-PAPER = Step(optimizer="sgd", continue_warmup=False)    # the paper's plain first-order utility
-# The project's choice: the warm-up's own Adam step, both sides at unit length. Chosen on the main pool
-# with a competent proxy and checked unchanged on a second pool with two noise kinds it never had
-# (`make step-variants`; docs/step_choice.md has the table).
-DEFAULT = Step(normalize=True, unit_val=True)
+DEFAULT = Step()       # the step the project scores with, defined by Step's own defaults
+PAPER = Step(optimizer="sgd", normalize=False, unit_val=False, continue_warmup=False)    # the paper's plain utility

@@ -1,5 +1,6 @@
 """Each stage's settings, defined once: the notebooks' parameters, the CLI, credibility and the benchmarks
-read their defaults and their names from here (the step of stage 02 is `ost.method.step.Step`).
+read their defaults and their names from here (the step of stage 02 is `ost.method.step.Step`, whose
+`step_*` keys are read the same way by `Step.from_params`).
 
 Names say their stage (`pool_seed`, `warmup_seed`, `sft_seeds` …), so one key of `configs/*.yaml` means
 one thing wherever it is read. `from_params` picks a stage's fields out of a flat mapping — a config, or a
@@ -9,7 +10,7 @@ where a number belongs is an error, not a silent default.
 from dataclasses import asdict, dataclass, fields
 
 
-def _typed(cls, name: str, value):
+def typed(cls, name: str, value):
     """`value` as the type of field `name` of `cls` (its default's type): int → float is fine, "6" is not."""
     default = next(f.default for f in fields(cls) if f.name == name)
     if isinstance(default, bool):
@@ -39,7 +40,7 @@ class _Stage:
     @classmethod
     def from_params(cls, params) -> "_Stage":
         """The stage's settings from a flat mapping that may hold other stages' keys too (they are ignored)."""
-        return cls(**{name: _typed(cls, name, params[name]) for name in cls.names() if name in params})
+        return cls(**{name: typed(cls, name, params[name]) for name in cls.names() if name in params})
 
     def as_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
