@@ -32,7 +32,6 @@ from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
 from ost.data import schema
-from ost.method import one_step
 from ost.method.step import DEFAULT, PAPER, Step
 from ost.models import base, collate, presets, train
 from ost.runs import paths
@@ -163,12 +162,13 @@ def main(argv=None):
             clock = Clock()
             batches = collate.batches(pool, col, args.batch_size)
             collate_s = clock.read()[0]
-            fast = step.with_(method="first_order").utility(
+            scored = step.with_(method="first_order").score(
                 model, tqdm(batches, desc="first-order", leave=False), val, collate.per_sample_loss,
-                warm_state=log["adam_state"]).numpy()
+                warm_state=log["adam_state"])
+            fast = scored.utility.numpy()
             wall, cpu = clock.read()
             r = {"first_order_seconds": wall, "first_order_cpu_seconds": cpu, "collate_seconds": collate_s,
-                 "path": one_step.last_path}
+                 "path": scored.path}
             print(f"[{name}] exact on {len(exact_idx)} samples", flush=True)
             sub = pool.select(exact_idx.tolist())
             clock = Clock()

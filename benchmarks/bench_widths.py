@@ -51,16 +51,18 @@ def _measure(mode: str, width: tuple, samples: int, batch: int) -> dict:
             return {**out, "seconds": None, "peak_mib": None, "path": "does not fit in MAX_BYTES"}
         gval = None if mode == "train" else one_step.val_gradient(model, val, collate.per_sample_loss, unit_val=True)
         start = time.perf_counter()
+        path = mode
         if mode == "train":
             for b in rows:
                 model.zero_grad()
                 collate.per_sample_loss(model, b).mean().backward()
-        else:
-            one_step.one_step_utility(model, rows, val, collate.per_sample_loss, lr=1e-3, normalize=True,
-                                      unit_val=True, val_grad=gval, backend=mode)
+        else:       # the default step's cost (an SGD direction here: a fresh model has no warm-up state to continue)
+            path = one_step.utilities(model, rows, val, collate.per_sample_loss, lr=1e-3, method="first_order",
+                                      optimizer="sgd", normalize=True, unit_val=True, val_grad=gval,
+                                      backend=mode).path
         seconds = time.perf_counter() - start
     return {**out, "seconds": seconds, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "path": mode if mode == "train" else one_step.last_path}
+            "path": path}
 
 
 def _row(width, samples, batches, ctx) -> dict:

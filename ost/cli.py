@@ -38,7 +38,7 @@ import torch
 from ost import runs
 from ost.data import loaders, schema, validate
 from ost.experiments import transfer
-from ost.method import coverage, one_step, score, shift, toxic
+from ost.method import coverage, score, shift, toxic
 from ost.method.step import DEFAULT
 from ost.models import base, presets, train
 from ost.runs.settings import SFT, Warmup
@@ -194,7 +194,8 @@ def score_stage(out, *, batch_size=32, part_size=256, max_length=None) -> dict:
                           batch_size=batch_size)
     ref.rename_axis("id").reset_index().to_parquet(out / "calibration.parquet", index=False)
     _record(out, "score", settings, time.perf_counter() - start, status=frame["status"].value_counts().to_dict(),
-            path=one_step.last_path)     # the first-order path the scoring took (ghost unless a layer had no rule)
+            paths=score.read_manifest(out / "scores.parquet")["paths"])   # how it was scored (ghost unless a layer had
+                                                                          # no rule)
     return _settings(out / "score.json")
 
 

@@ -175,7 +175,7 @@ def test_the_command_on_a_saved_checkpoint_of_a_width_no_preset_has(tmp_path, to
     assert done.returncode == 0, done.stderr[-2000:]
     assert "kept 24" in done.stdout
     scored = json.loads((out / "score.json").read_text())
-    assert scored["path"] == "ghost" and scored["status"] == {"ok": 48}
+    assert scored["paths"] == ["ghost"] and scored["status"] == {"ok": 48}
     frame = score.read_scores(out / "scores.parquet")
     assert np.isfinite(frame["utility"]).all() and frame["utility"].nunique() == 48
     model, _, _ = presets.load(out / "proxy")

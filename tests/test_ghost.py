@@ -7,6 +7,7 @@ from torch import nn
 
 from ost.method import ghost, one_step, per_sample
 from ost.method.sketch import Sketch
+from ost.method.step import DEFAULT
 from ost.models import collate, presets, train
 
 
@@ -73,13 +74,12 @@ def test_the_default_step_goes_the_ghost_way_and_matches_the_held_per_sample_gra
     model = presets.build(TINY, tokenizer).eval()
     col = collate.Collator(tokenizer, processor)
     train_b, val_b = [col(records[:4]), col(records[4:6])], [col(records[10:14])]
-    kw = dict(lr=1e-3, normalize=True, unit_val=True)
+    step = DEFAULT.with_(optimizer="sgd", lr=1e-3)
     with train.frozen_vision(model):
-        light = one_step.one_step_utility(model, train_b, val_b, collate.per_sample_loss, **kw)
-        assert one_step.last_path == "ghost"
-        held = one_step.one_step_utility(model, train_b, val_b, collate.per_sample_loss, backend="per_sample", **kw)
-        assert one_step.last_path == "per_sample"
-    torch.testing.assert_close(light, held, rtol=1e-4, atol=1e-9)
+        light = step.score(model, train_b, val_b, collate.per_sample_loss)
+        held = step.score(model, train_b, val_b, collate.per_sample_loss, backend="per_sample")
+    assert (light.path, held.path) == ("ghost", "per_sample")
+    torch.testing.assert_close(light.utility, held.utility, rtol=1e-4, atol=1e-9)
 
 
 @pytest.mark.parametrize("chunk", [1, ghost.CHUNK_BYTES])

@@ -10,6 +10,7 @@ from torch import nn
 
 from ost.method import one_step
 from ost.method.one_step import one_step_utility
+from ost.method.step import PAPER
 from ost.models import collate, presets
 from ost.models.train import frozen_vision
 
@@ -124,7 +125,7 @@ def test_first_order_sgd_matches_autograd(mlp_setup, backend):
     gval, gis = brute_grads(model, train, val, mse)
     want = torch.stack([0.1 * gval @ g for g in gis])
     got = one_step_utility(model, train, val, mse, lr=0.1, backend=backend)
-    assert one_step.last_path == backend
+    assert PAPER.with_(lr=0.1).score(model, train, val, mse, backend=backend).path == backend
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
@@ -217,8 +218,9 @@ def test_qwen_first_order_matches_autograd(qwen):
     model, train, val = qwen
     gval, gis = brute_grads(model, train, val, collate.per_sample_loss)
     want = torch.stack([0.1 * gval @ g for g in gis]).double()
-    got = one_step_utility(model, train, val, collate.per_sample_loss, lr=0.1)
-    assert one_step.last_path == "jvp"                    # forward mode works (SDPA in its math form)
+    scored = PAPER.with_(lr=0.1).score(model, train, val, collate.per_sample_loss)
+    got = scored.utility
+    assert scored.path == "jvp"                    # forward mode works (SDPA in its math form)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
     copy.deepcopy(model)            # no functorch wrapper left in a cache (Qwen2-VL keeps rope_deltas)
     got, loss = one_step_utility(model, train, val, collate.per_sample_loss, lr=0.1, return_loss=True)
@@ -309,15 +311,16 @@ def test_normalized_first_order_on_tiny_qwen_matches_the_exact_step(qwen, backen
         flat = lambda gs: torch.cat([g.reshape(-1) for g in gs])
         gval = flat(one_step.val_gradient(model, val, loss))
         gis = [flat(one_step._grads(li, params, retain_graph=True)) for b in train for li in loss(model, b)]
-        fast = one_step_utility(model, train, val, loss, lr=1e-4, normalize=True, backend=backend)
-        assert one_step.last_path == backend
+        scored = PAPER.with_(lr=1e-4, normalize=True).score(model, train, val, loss, backend=backend)
+        fast = scored.utility
+        assert scored.path == backend
         exact = one_step_utility(model, train, val, loss, lr=1e-4, normalize=True, method="exact")
     want = torch.stack([1e-4 * gval @ g / g.norm() for g in gis]).double()
     torch.testing.assert_close(fast, want, rtol=1e-4, atol=1e-9)
     torch.testing.assert_close(exact, fast, rtol=0.05, atol=1e-7)
     with pytest.warns(UserWarning, match="'ghost' failed"):   # the tower's Conv3d has no rule: the loop
-        u = one_step_utility(model, train, val, loss, lr=1e-4, normalize=True)
-    assert one_step.last_path == "jvp" and torch.isfinite(u).all()
+        scored = PAPER.with_(lr=1e-4, normalize=True).score(model, train, val, loss)
+    assert scored.path == "jvp" and torch.isfinite(scored.utility).all()
 
 
 # ---------------------------------------------------------------- 8. every validation sample votes once
@@ -340,8 +343,9 @@ def test_the_default_step_on_tiny_qwen_fast_against_exact(qwen):
     loss = collate.per_sample_loss
     warm, state = warmed_adam(model, train, loss, steps=30, lr=1e-3)   # v ≫ g²: the linear form holds
     with frozen_vision(warm):
-        fast = DEFAULT.utility(warm, train, val, loss, warm_state=state)
-        assert one_step.last_path == "ghost"
+        scored = DEFAULT.score(warm, train, val, loss, warm_state=state)
+        fast = scored.utility
+        assert scored.path == "ghost"
         exact = DEFAULT.with_(method="exact").utility(warm, train, val, loss, warm_state=state)
     assert spearmanr(fast.numpy(), exact.numpy()).statistic >= 0.99
     torch.testing.assert_close(exact, fast, rtol=0.1, atol=1e-8)

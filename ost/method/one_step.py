@@ -7,7 +7,7 @@ each sample) and re-evaluates the validation loss: the reference, one val pass p
 `method="first_order"` is the linearisation u_i ≈ −⟨g_val, Δ_i⟩, with one forward(+backward) per
 training batch: ⟨d, g_i⟩ for all samples of a batch is the per-sample directional derivative of the
 loss along d, which forward-mode AD (`torch.func.jvp`) gives in one pass. If forward mode fails on a
-model, a double-backward trick, then a per-sample autograd loop, take over; `last_path` says which ran.
+model, a double-backward trick, then a per-sample autograd loop, take over; the result says which ran.
 The normalised step also needs ‖g_i‖: `ost.method.ghost` reads both numbers off one training pass.
 
 All gradients are taken in eval mode (no dropout noise in a one-sample step); the model's
@@ -15,6 +15,7 @@ parameters, `.grad` fields and every submodule's train/eval flag are left exactl
 """
 import contextlib
 import warnings
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -22,15 +23,37 @@ from torch.func import functional_call, jvp
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ost.method import ghost, per_sample
+from ost.method.step import PAPER
 
 BACKENDS = ("jvp", "double_backward", "loop", "per_sample", "ghost")
-last_path = None        # the first-order backend used by the latest call (one of BACKENDS)
 
 
-def one_step_utility(model, train_batches, val_batches, loss_fn, *, lr, method="first_order",
-                     optimizer="sgd", adam_state=None, normalize=False, unit_val=False, backend="auto",
-                     val_grad=None, return_loss=False, sketch=None):
-    """Utility of every training sample, in iteration order, as a float64 tensor of shape (N,).
+class Utilities(NamedTuple):
+    """What one scoring call gives, every row in the training batches' order."""
+    utility: torch.Tensor            # float64 (N,)
+    loss: torch.Tensor               # float64 (N,): each sample's own loss at θ (free: the forward pass runs anyway)
+    features: torch.Tensor | None    # float32 (N, dim) sketches, when a sketch was asked for
+    path: str                        # "exact", or the first-order backend that scored the last batch
+
+
+def one_step_utility(model, train_batches, val_batches, loss_fn, *, lr, method=PAPER.method,
+                     optimizer=PAPER.optimizer, adam_state=None, normalize=PAPER.normalize, unit_val=PAPER.unit_val,
+                     backend="auto", val_grad=None, return_loss=False, sketch=None):
+    """The formula's own entry point, with loose settings that default to the paper's plain step (`PAPER`); the
+    pipeline calls `Step.score`, which gives `utilities` its Step's settings. Returns the utility tensor, or with
+    `return_loss` (utility, loss), and with a sketch its features last."""
+    r = utilities(model, train_batches, val_batches, loss_fn, lr=lr, method=method, optimizer=optimizer,
+                  adam_state=adam_state, normalize=normalize, unit_val=unit_val, backend=backend, val_grad=val_grad,
+                  sketch=sketch)
+    out = (r.utility, r.loss) if return_loss else (r.utility,)
+    out += (r.features,) if sketch is not None else ()
+    return out if len(out) > 1 else out[0]
+
+
+def utilities(model, train_batches, val_batches, loss_fn, *, lr, method, optimizer, normalize, unit_val,
+              adam_state=None, backend="auto", val_grad=None, sketch=None) -> Utilities:
+    """Utility of every training sample, in iteration order, as a float64 tensor of shape (N,), with each
+    sample's loss, its sketch if asked for, and the path taken (`Utilities`).
 
     loss_fn(model, batch) → per-sample losses (B,). L_val weighs every validation sample equally.
     optimizer="sgd": Δ_i = −lr·g_i. optimizer="adam": one torch.optim.Adam step with this lr from
@@ -64,9 +87,8 @@ def one_step_utility(model, train_batches, val_batches, loss_fn, *, lr, method="
     backend ("auto" or one of BACKENDS) picks the first-order path; "auto" tries them in order.
     val_grad (first order): ∇L_val per trainable parameter from `val_gradient`, for a caller that
     scores one pool in several calls (the validation pass then runs once, not once per call).
-    return_loss: return (utility, per-sample loss at θ); free, the forward pass runs anyway.
-    sketch (an `ost.method.sketch.Sketch`; first order, normalize, the per-sample backend): also return the
-    (N, dim) sketch of every D^(-1/2) g_i / ‖g_i‖ from the same pass, last in the returned tuple.
+    sketch (an `ost.method.sketch.Sketch`; first order, normalize, the ghost or per-sample backend): also the
+    (N, dim) sketch of every D^(-1/2) g_i / ‖g_i‖ from the same pass.
     """
     if method not in ("first_order", "exact"):
         raise ValueError(f"method must be 'first_order' or 'exact', not {method!r}")
@@ -92,18 +114,15 @@ def one_step_utility(model, train_batches, val_batches, loss_fn, *, lr, method="
                 method == "exact" or val_grad is None) else None
             if method == "exact":
                 u, loss = _exact(model, train_batches, val, loss_fn, params, saved, lr, adam, normalize, weights)
-            else:
-                if val_grad is None:
-                    val_grad = _val_loss(model, val, loss_fn, params, weights)[1]
-                bound = None if sketch is None else sketch.bind(params, adam)
-                if bound is not None and (not normalize or backend not in ("auto", "ghost", "per_sample")):
-                    raise ValueError("a sketch comes from the per-sample pass: it needs normalize=True and "
-                                     "backend 'auto', 'ghost' or 'per_sample'")
-                u, loss, feats = _first_order(model, train_batches, val, loss_fn, named, lr, adam, backend,
-                                              val_grad, normalize, bound)
-                if sketch is not None:
-                    return (u, loss, feats) if return_loss else (u, feats)
-            return (u, loss) if return_loss else u
+                return Utilities(u, loss, None, "exact")
+            if val_grad is None:
+                val_grad = _val_loss(model, val, loss_fn, params, weights)[1]
+            bound = None if sketch is None else sketch.bind(params, adam)
+            if bound is not None and (not normalize or backend not in ("auto", "ghost", "per_sample")):
+                raise ValueError("a sketch comes from the per-sample pass: it needs normalize=True and "
+                                 "backend 'auto', 'ghost' or 'per_sample'")
+            return _first_order(model, train_batches, val, loss_fn, named, lr, adam, backend, val_grad, normalize,
+                                bound)
     finally:
         if saved is not None:
             with torch.no_grad():
@@ -323,8 +342,8 @@ def _directional_in(path, model, batch, loss_fn, named, d):
                                 for b in range(losses.shape[0])])
 
 
-def _first_order(model, train_batches, val, loss_fn, named, lr, adam, backend, gval, normalize=False, sketch=None):
-    global last_path
+def _first_order(model, train_batches, val, loss_fn, named, lr, adam, backend, gval, normalize=False,
+                 sketch=None) -> Utilities:
     d, c = _direction(gval, lr, adam)
     if sketch is not None:
         candidates = ["ghost"] if backend == "auto" else [backend]     # only these two see every g_i
@@ -355,10 +374,10 @@ def _first_order(model, train_batches, val, loss_fn, named, lr, adam, backend, g
                 warnings.warn(f"first-order path {candidates[0]!r} failed ({type(err).__name__}: "
                               f"{str(err)[:200]}); trying {candidates[1]!r}", stacklevel=3)
                 candidates.pop(0)
-        last_path = candidates[0]
         jv = jv.detach().double()
         if normalize:
             jv = torch.where(norm > 0, jv / norm.clamp_min(1e-300), jv)
         out.append(c + jv)
         seen.append(loss.detach().double())
-    return _cat(out), _cat(seen), (torch.cat(feats) if feats else torch.zeros(0, sketch.dim)) if sketch else None
+    features = (torch.cat(feats) if feats else torch.zeros(0, sketch.dim)) if sketch else None
+    return Utilities(_cat(out), _cat(seen), features, candidates[0])

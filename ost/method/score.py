@@ -76,6 +76,11 @@ def manifest_path(out) -> Path:
     return out.with_name(out.name + ".manifest.json")
 
 
+def read_manifest(out) -> dict:
+    """A finished score file's manifest: rows, counts by status, seed, settings, the paths that scored it, sha256."""
+    return json.loads(manifest_path(out).read_text())
+
+
 def read_scores(out) -> pd.DataFrame:
     """A finished score file: its manifest (written last) must exist and match its size and hash, so
     a file a killed run left half-done, or one copied from elsewhere, is never taken as finished."""
@@ -106,10 +111,9 @@ def score_samples(model, tok, proc, samples, validation, *, step=DEFAULT, warm_s
     `ost.method.coverage`."""
     col = collate.Collator(tok, proc)
     with train.frozen_vision(model):
-        out = step.utility(model, collate.batches(samples, col, batch_size),
-                           collate.batches(validation, col, batch_size), collate.per_sample_loss,
-                           warm_state=warm_state, return_loss=True, sketch=sketch)
-        u, loss = out[:2]
+        out = step.score(model, collate.batches(samples, col, batch_size), collate.batches(validation, col, batch_size),
+                         collate.per_sample_loss, warm_state=warm_state, sketch=sketch)
+        u, loss = out.utility, out.loss
         if sketch is not None:
             val_feats = one_step.gradient_features(model, collate.batches(validation, col, batch_size),
                                                    collate.per_sample_loss, sketch, step.adam_state(warm_state))
@@ -117,7 +121,7 @@ def score_samples(model, tok, proc, samples, validation, *, step=DEFAULT, warm_s
     u, loss = u.cpu(), loss.cpu()
     frame = (pd.DataFrame({"utility": u.numpy(), "loss": loss.numpy()}, index=ids) if with_loss
              else pd.Series(u.numpy(), index=ids, name="utility"))
-    return frame if sketch is None else (frame, out[2].numpy(), val_feats.numpy())
+    return frame if sketch is None else (frame, out.features.numpy(), val_feats.numpy())
 
 
 def gradient_norms(model, tok, proc, samples, *, batch_size=32) -> pd.Series:
@@ -137,14 +141,16 @@ def gradient_norms(model, tok, proc, samples, *, batch_size=32) -> pd.Series:
     return pd.Series(torch.cat(out).cpu().numpy() if out else [], index=list(samples["id"]), name="grad_norm")
 
 
-def _score_rows(model, col, samples, val, batch_size, freeze_vision, **step):
+def _score_rows(model, col, samples, val, batch_size, freeze_vision, step, warm_state, val_grad):
     batches = [col(samples[i:i + batch_size]) for i in range(0, len(samples), batch_size)]
     with train.frozen_vision(model, freeze_vision):
-        return one_step.one_step_utility(model, batches, val, collate.per_sample_loss, return_loss=True, **step)
+        return step.score(model, batches, val, collate.per_sample_loss, warm_state=warm_state, val_grad=val_grad)
 
 
-def _score_part(model, col, samples, status, val, batch_size, freeze_vision, max_length, step):
-    """(utility, loss, status) of one part. Rows not `ok` on input, or over max_length, are not scored.
+def _score_part(model, col, samples, status, val, batch_size, freeze_vision, max_length, step, warm_state,
+                val_grad):
+    """(utility, loss, status, path) of one part (path: how it was scored; None when nothing was). Rows not `ok`
+    on input, or over max_length, are not scored.
     A sample whose loss is not finite can turn other samples' gradients into NaN through shared
     weights (0·NaN in a backward pass), so when some losses are NaN the rest are scored again alone."""
     n = len(samples)
@@ -154,18 +160,21 @@ def _score_part(model, col, samples, status, val, batch_size, freeze_vision, max
             if status[j] == "ok" and col.n_tokens(s) > max_length:
                 status[j] = "skipped:too_long"
     todo = [j for j in range(n) if status[j] == "ok"]
+    path = None
     if todo:
-        uu, ll = (t.cpu().numpy() for t in _score_rows(model, col, [samples[j] for j in todo], val, batch_size,
-                                                 freeze_vision, **step))
+        scored = _score_rows(model, col, [samples[j] for j in todo], val, batch_size, freeze_vision, step, warm_state,
+                             val_grad)
+        uu, ll, path = scored.utility.cpu().numpy(), scored.loss.cpu().numpy(), scored.path
         bad = ~np.isfinite(ll)
         if bad.any() and not bad.all():
             keep = [j for j, b in zip(todo, bad) if not b]
-            u2, l2 = _score_rows(model, col, [samples[j] for j in keep], val, batch_size, freeze_vision, **step)
-            uu[~bad], ll[~bad] = u2.cpu().numpy(), l2.cpu().numpy()
+            again = _score_rows(model, col, [samples[j] for j in keep], val, batch_size, freeze_vision, step,
+                                warm_state, val_grad)
+            uu[~bad], ll[~bad] = again.utility.cpu().numpy(), again.loss.cpu().numpy()
         u[todo], loss[todo] = uu, ll
         for j in todo:
             status[j] = "ok" if np.isfinite(u[j]) and np.isfinite(loss[j]) else "nonfinite"
-    return u, loss, status
+    return u, loss, status, path
 
 
 def score_pool(model, tokenizer, processor, pool, validation, out, *, step=DEFAULT, warm_state=None,
@@ -223,30 +232,33 @@ def score_pool(model, tokenizer, processor, pool, validation, out, *, step=DEFAU
     val = collate.batches(validation, col, batch_size)
     n_parts = math.ceil(len(pool) / part_size)
     mine = [k for k in range(rank, n_parts, world) if not (parts_dir / f"part-{k:05d}.parquet").exists()]
-    kwargs = step.kwargs(warm_state)
+    val_grad = None
     if mine and step.method == "first_order":  # one validation pass per call, not per part, none when resuming is done
         with train.frozen_vision(model, freeze_vision):
-            kwargs["val_grad"] = one_step.val_gradient(model, val, collate.per_sample_loss, unit_val=step.unit_val)
-        if not all(torch.isfinite(g).all() for g in kwargs["val_grad"]):
+            val_grad = one_step.val_gradient(model, val, collate.per_sample_loss, unit_val=step.unit_val)
+        if not all(torch.isfinite(g).all() for g in val_grad):
             warnings.warn("the validation gradient is not finite: every utility will be 'nonfinite'; check the "
                           "model's weights and the validation samples", stacklevel=2)
     for k in bar(mine, desc=f"scoring parts (rank {rank}/{world})", progress=progress):
         rows = range(k * part_size, min((k + 1) * part_size, len(pool)))
         part = pool.select(rows)
         torch.manual_seed(seed)
-        u, loss, st = _score_part(model, col, list(part), [status[i] for i in rows], val, batch_size,
-                                  freeze_vision, max_length, kwargs)
+        u, loss, st, path = _score_part(model, col, list(part), [status[i] for i in rows], val, batch_size,
+                                        freeze_vision, max_length, step, warm_state, val_grad)
         frame = pd.DataFrame({"id": part["id"], "utility": u, "loss": loss, "status": st})
-        runs.write_parquet(frame, parts_dir / f"part-{k:05d}.parquet", {"settings": settings, "part": k})
+        runs.write_parquet(frame, parts_dir / f"part-{k:05d}.parquet", {"settings": settings, "part": k, "path": path})
     _barrier(world)
-    frame = pd.concat([pd.read_parquet(parts_dir / f"part-{k:05d}.parquet") for k in range(n_parts)],
-                      ignore_index=True)
+    part_files = [parts_dir / f"part-{k:05d}.parquet" for k in range(n_parts)]
+    frame = pd.concat([pd.read_parquet(f) for f in part_files], ignore_index=True)
+    # how the parts were scored ("ghost", "exact", …; a fallback shows as a second path), kept with the file
+    scored_by = sorted({runs.read_meta(f).get("path") for f in part_files} - {None})
     if frame["id"].tolist() != list(pool["id"]):
         raise RuntimeError(f"parts in {parts_dir} do not cover the pool in order; delete the folder and rerun")
     if rank == 0:
         counts = frame["status"].value_counts().sort_index().to_dict()
-        runs.write_parquet(frame, out, {"settings": settings, "seed": seed, "rows": len(frame), "status": counts})
-        man = dict(file=out.name, rows=len(frame), status=counts, seed=seed, settings=settings,
+        runs.write_parquet(frame, out, {"settings": settings, "seed": seed, "rows": len(frame), "status": counts,
+                                        "paths": scored_by})
+        man = dict(file=out.name, rows=len(frame), status=counts, seed=seed, settings=settings, paths=scored_by,
                    sha256=hashlib.sha256(out.read_bytes()).hexdigest())
         runs.replace_text(manifest_path(out), json.dumps(man, indent=1, sort_keys=True) + "\n")
     _barrier(world)

@@ -93,8 +93,15 @@ class Step:
         return dict(lr=self.lr, method=self.method, optimizer=self.optimizer, normalize=self.normalize,
                     unit_val=self.unit_val, adam_state=self.adam_state(warm_state))
 
+    def score(self, model, train_batches, val_batches, loss_fn, *, warm_state=None, backend="auto", val_grad=None,
+              sketch=None):
+        """This step's `ost.method.one_step.Utilities` (utility, loss, features, path) of every training sample."""
+        from ost.method import one_step
+        return one_step.utilities(model, train_batches, val_batches, loss_fn, **self.kwargs(warm_state),
+                                  backend=backend, val_grad=val_grad, sketch=sketch)
+
     def utility(self, model, train_batches, val_batches, loss_fn, *, warm_state=None, **kw):
-        """u_i of every training sample under this step (see `ost.method.one_step.one_step_utility`)."""
+        """u_i of every training sample under this step, as `ost.method.one_step.one_step_utility` returns it."""
         from ost.method.one_step import one_step_utility
         return one_step_utility(model, train_batches, val_batches, loss_fn, **self.kwargs(warm_state), **kw)
 
