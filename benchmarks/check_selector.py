@@ -26,8 +26,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import screen_selectors as screen  # noqa: E402  (the same references, composition and target runs)
 
 from ost.data import pool as synth  # noqa: E402
-from ost.experiments import transfer  # noqa: E402
-from ost.method import coverage, score, shift  # noqa: E402
+from ost.method import coverage, score, shift, warmup  # noqa: E402
 from ost.runs.settings import Warmup  # noqa: E402
 
 FRACTION = 0.2
@@ -40,7 +39,8 @@ def scored(dd, warm_up: Warmup, cache: Path) -> pd.DataFrame:
         return pd.read_parquet(path)
     cache.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    model, tok, proc, log = transfer.warm(dd, warm_up)
+    warmed = warmup.warm_up(dd, warm_up)
+    model, tok, proc, log = warmed.model, warmed.tokenizer, warmed.processor, warmed.log
     frame = score.score_samples(model, tok, proc, dd["pool"], dd["validation"], warm_state=log["adam_state"],
                                 with_loss=True)
     moved = shift.validation_shift(model, tok, proc, dd["pool"], dd["validation"])

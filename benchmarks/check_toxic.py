@@ -27,8 +27,7 @@ import yaml
 from sklearn.metrics import roc_auc_score
 
 from ost.data import loaders
-from ost.experiments import transfer
-from ost.method import score, toxic
+from ost.method import score, toxic, warmup
 from ost.method.step import DEFAULT
 from ost.models import presets, train
 from ost.report.analysis import fill_block
@@ -67,7 +66,8 @@ def scored(name: str, dd, warm_up: Warmup, fraction: float):
         folder = CACHE / f"{name}-cal{fraction:g}"
         val, cal = toxic.split_calibration(dd["validation"], fraction, seed=warm_up.warmup_seed)
     if not (folder / "calibration.parquet").exists():
-        model, tok, proc, log = transfer.warm(dd, warm_up, calibration=cal)
+        warmed = warmup.warm_up(dd, warm_up, calibration=cal)
+        model, tok, proc, log = warmed.model, warmed.tokenizer, warmed.processor, warmed.log
         state = log["adam_state"]
         pool = score.score_samples(model, tok, proc, dd["pool"], val, step=DEFAULT, warm_state=state, with_loss=True)
         ref = toxic.reference(model, tok, proc, cal, val, step=DEFAULT, warm_state=state)

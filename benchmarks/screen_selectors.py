@@ -25,8 +25,8 @@ import yaml
 
 from ost.data import pool as synth
 from ost.data import schema
-from ost.experiments import sft_grid, transfer
-from ost.method import coverage, score
+from ost.experiments import sft_grid
+from ost.method import coverage, score, warmup
 from ost.method.sketch import Sketch
 from ost.models import base, train
 from ost.runs.settings import Pool, Warmup
@@ -95,7 +95,8 @@ def features(dd, warm_up, cache: Path, sketch: Sketch):
                 np.load(cache / "val_features.npy"))
     cache.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    model, tok, proc, log = transfer.warm(dd, warm_up)
+    warmed = warmup.warm_up(dd, warm_up)
+    model, tok, proc, log = warmed.model, warmed.tokenizer, warmed.processor, warmed.log
     warm_s = time.perf_counter() - start
     start = time.perf_counter()
     frame, feats, val_feats = score.score_samples(model, tok, proc, dd["pool"], dd["validation"],

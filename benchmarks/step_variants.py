@@ -37,7 +37,7 @@ from scipy.stats import spearmanr
 
 from ost.data import pool, schema
 from ost.experiments import transfer
-from ost.method import one_step, select
+from ost.method import one_step, select, warmup
 from ost.method.step import DEFAULT, Step
 from ost.models import collate, train
 from ost.report import metrics
@@ -175,7 +175,8 @@ def main(argv=None):
     dd = schema.load_pool(schema.make_pool(**pool_cfg))
     torch.manual_seed(args.seed)
     warm_up = Warmup(warmup_fraction=args.fraction, warmup_epochs=args.epochs, warmup_lr=args.lr, warmup_seed=args.seed)
-    model, tok, proc, log = transfer.warm(dd, warm_up)
+    warmed = warmup.warm_up(dd, warm_up)
+    model, tok, proc, log = warmed.model, warmed.tokenizer, warmed.processor, warmed.log
     val_acc = train.evaluate(model, tok, proc, dd["validation"])["accuracy"]
     rows = transfer.sample_rows(len(dd["pool"]), min(args.n_score, len(dd["pool"])), args.seed)
     scored = dd["pool"].select(rows)

@@ -33,14 +33,13 @@ from pathlib import Path
 import datasets
 import numpy as np
 import pandas as pd
-import torch
 
 from ost import runs
 from ost.data import loaders, schema, validate
-from ost.experiments import transfer
 from ost.method import coverage, score, shift, toxic
+from ost.method import warmup as warmup_stage
 from ost.method.step import DEFAULT
-from ost.models import base, presets, train
+from ost.models import presets, train
 from ost.runs.settings import SFT, Warmup
 
 WARMUP = Warmup()  # the notebooks' stage-01 defaults (ost.runs.settings)
@@ -151,22 +150,13 @@ def warmup(out, warm_up: Warmup = WARMUP) -> dict:
     if _done(out, "warmup", settings):
         return _settings(out / "warmup.json")
     dd = _prepared(out)
-    ok = [i for i, s in enumerate(dd["pool"]["status"]) if s == "ok"]
-    rows = [ok[i] for i in transfer.warm_rows(len(ok), warm_up.warmup_fraction, warm_up.warmup_seed)]  # notebook 01's
     start = time.perf_counter()
-    try:
-        model, tok, proc = base.load_model(warm_up.proxy)
-    except OSError as err:
-        hint = " (the hub is off: HF_HUB_OFFLINE=1; pass a local checkpoint folder)" if os.environ.get(
-            "HF_HUB_OFFLINE") == "1" else ""
-        raise OSError(f"cannot load the proxy {warm_up.proxy!r}{hint}: {err}") from None
-    data = transfer.with_calibration(dd["pool"].select(rows), dd["calibration"], warm_up)   # as the pool is
-    log = train.sft(model, tok, proc, data, **warm_up.sft_kwargs(), progress=True)
+    warmed = warmup_stage.warm_up(dd, warm_up, progress=True)          # as notebook 01 warms it
     val = dd["validation"].filter(lambda f: bool(f), input_columns="final")
-    ev = train.evaluate(model, tok, proc, val) if len(val) else None
-    presets.save(out / "proxy", model, tok, proc)
-    torch.save(log["adam_state"], out / "adam_state.pt")
-    _record(out, "warmup", settings, time.perf_counter() - start, n_warm=len(data), steps=log["steps"],
+    ev = train.evaluate(warmed.model, warmed.tokenizer, warmed.processor, val) if len(val) else None
+    warmup_stage.save(warmed, out)
+    _record(out, "warmup", settings, time.perf_counter() - start,
+            n_warm=len(warmed.warm_ids) + len(warmed.calibration_ids), steps=warmed.log["steps"],
             val_loss=ev["loss"] if ev else None, val_accuracy=ev["accuracy"] if ev else None)
     return _settings(out / "warmup.json")
 
@@ -182,11 +172,9 @@ def score_stage(out, *, batch_size=32, part_size=256, max_length=None) -> dict:
     if not (out / "warmup.json").exists():
         raise FileNotFoundError(f"{out} holds no warmed proxy: run `python -m ost warmup --out {out}` first")
     dd = _prepared(out)
-    device = score.device_for()          # a GPU when there is one; parts `ost.method.score` left are taken up
-    model, tok, proc = presets.load(out / "proxy")
-    model.to(device)
+    proxy = warmup_stage.load(out, device=score.device_for())   # a GPU when there is one
+    model, tok, proc, state = proxy.model, proxy.tokenizer, proxy.processor, proxy.adam_state
     start = time.perf_counter()
-    state = torch.load(out / "adam_state.pt", weights_only=True, map_location=device)
     frame = score.score_pool(model, tok, proc, dd["pool"], dd["validation"], out / "scores.parquet", step=DEFAULT,
                              warm_state=state, batch_size=batch_size, part_size=part_size, max_length=max_length,
                              overwrite=True)   # parts of an earlier warm-up or data are stale here; same ones resume
@@ -208,7 +196,7 @@ def shift_stage(out) -> dict:
     if _done(out, "shift", settings):
         return _settings(out / "shift.json")
     dd = _prepared(out)
-    model, tok, proc = presets.load(out / "proxy")
+    model, tok, proc = presets.load(out / warmup_stage.PROXY)
     status = score.read_scores(out / "scores.parquet").set_index("id")["status"]
     start = time.perf_counter()
     frame = shift.validation_shift(model, tok, proc, dd["pool"], dd["validation"], statuses=status, progress=True)

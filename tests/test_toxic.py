@@ -5,8 +5,7 @@ import pandas as pd
 import pytest
 
 from ost.data import schema
-from ost.experiments import transfer
-from ost.method import toxic
+from ost.method import toxic, warmup
 from ost.runs.settings import Warmup
 
 
@@ -73,18 +72,15 @@ def test_split_calibration_is_seeded_disjoint_and_complete(records):
 
 def test_the_calibration_samples_join_the_warm_up_in_the_pools_share(records, monkeypatch):
     import datasets
-    seen = {}
-    monkeypatch.setattr(transfer.base, "load_model", lambda *a, **k: (None, None, None))
-    monkeypatch.setattr(transfer.train, "sft", lambda m, t, p, data, **k: seen.setdefault("ids", list(data["id"])))
+    monkeypatch.setattr(warmup.base, "load_model", lambda *a, **k: (None, None, None))
+    monkeypatch.setattr(warmup.train, "sft", lambda m, t, p, data, **k: {"adam_state": {}, "ids": list(data["id"])})
     dd = datasets.DatasetDict(pool=schema.to_dataset(records[:40]))
     cal = schema.to_dataset(records[40:60])
-    transfer.warm(dd, Warmup(warmup_fraction=0.5), calibration=cal)
-    ids = seen["ids"]
+    warmed = warmup.warm_up(dd, Warmup(warmup_fraction=0.5), calibration=cal)
+    ids = warmed.log["ids"]
     assert len(ids) == 20 + 10 and len(set(ids) & set(cal["id"])) == 10
-    seen.clear()
-    transfer.warm(dd, Warmup(warmup_fraction=0.5))
-    assert len(seen["ids"]) == 20 and not set(seen["ids"]) & set(cal["id"])
-    seen.clear()
+    assert warmed.warm_ids + warmed.calibration_ids == ids and set(warmed.calibration_ids) <= set(cal["id"])
+    alone = warmup.warm_up(dd, Warmup(warmup_fraction=0.5))
+    assert len(alone.log["ids"]) == 20 and not set(alone.log["ids"]) & set(cal["id"]) and not alone.calibration_ids
     dd["calibration"] = cal                  # a pool's own calibration split joins by default
-    transfer.warm(dd, Warmup(warmup_fraction=0.5))
-    assert seen["ids"] == ids
+    assert warmup.warm_up(dd, Warmup(warmup_fraction=0.5)).log["ids"] == ids

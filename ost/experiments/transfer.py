@@ -9,50 +9,15 @@ warm-up slice, score samples with a one-step utility):
 """
 from dataclasses import replace
 
-import datasets
 import numpy as np
 import pandas as pd
 import torch
 
 from ost import runs
-from ost.method import score, select
+from ost.method import score, select, warmup
 from ost.method.step import DEFAULT
-from ost.models import base, presets, train
+from ost.models import base, presets
 from ost.runs.settings import Warmup
-
-
-def warm_rows(n_pool: int, fraction: float, seed: int) -> list:
-    """The warm-up slice (notebook 01's): the first `fraction` of a seeded permutation of the pool, sorted."""
-    return sorted(np.random.default_rng(seed).permutation(n_pool)[:round(fraction * n_pool)].tolist())
-
-
-def warm(dd, warm_up: Warmup, warm_ids=None, progress=False, calibration=None):
-    """(model, tokenizer, processor, sft log) of `warm_up.proxy` fine-tuned as `warm_up` says: on `warm_ids`
-    (a slice recorded elsewhere, e.g. notebook 01's) or, without them, on the warm-up's own slice (`warm_rows`).
-    `calibration` (clean samples; by default the pool's own `calibration` split when it has one) joins the warm-up
-    in the pool's share, so the toxic threshold is calibrated on samples treated exactly as the pool's clean ones."""
-    if calibration is None:
-        calibration = dd.get("calibration")
-    if warm_ids is None:
-        rows = warm_rows(len(dd["pool"]), warm_up.warmup_fraction, warm_up.warmup_seed)
-    else:
-        where = {i: n for n, i in enumerate(dd["pool"]["id"])}
-        missing = [i for i in warm_ids if i not in where]
-        if missing:
-            raise KeyError(f"{len(missing)} warm-up ids are not in the pool, e.g. {missing[:3]}")
-        rows = sorted(where[i] for i in warm_ids)
-    model, tok, proc = base.load_model(warm_up.proxy, progress=progress)
-    data = with_calibration(dd["pool"].select(rows), calibration, warm_up)
-    log = train.sft(model, tok, proc, data, **warm_up.sft_kwargs(), progress=progress)
-    return model, tok, proc, log
-
-
-def with_calibration(data, calibration, warm_up: Warmup):
-    """The warm-up's training rows `data` and the calibration samples in the warm-up's share (`warm_rows`)."""
-    if calibration is None or not len(calibration):
-        return data
-    extra = calibration.select(warm_rows(len(calibration), warm_up.warmup_fraction, warm_up.warmup_seed))
-    return datasets.concatenate_datasets([data, extra.cast(data.features)])
 
 
 def score_setting(dd, *, rows, step=DEFAULT, model=None, warm_up: Warmup = None, warm_ids=(), adam_state=None,
@@ -67,8 +32,8 @@ def score_setting(dd, *, rows, step=DEFAULT, model=None, warm_up: Warmup = None,
     torch.set_num_threads(threads)
     try:
         if warm_up is not None:
-            m, tok, proc, log = warm(dd, warm_up, warm_ids)
-            state = log["adam_state"]
+            w = warmup.warm_up(dd, warm_up, warm_ids=warm_ids)
+            m, tok, proc, state = w.model, w.tokenizer, w.processor, w.adam_state
         else:
             m, tok, proc = base.load_model(model, progress=False)
             state = torch.load(adam_state, weights_only=True) if adam_state else None

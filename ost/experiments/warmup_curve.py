@@ -23,7 +23,7 @@ import yaml
 from ost import runs
 from ost.data import pool, schema
 from ost.experiments import transfer
-from ost.method import score
+from ost.method import score, warmup
 from ost.method.step import DEFAULT
 from ost.models import train
 from ost.report import metrics, plots
@@ -38,8 +38,10 @@ def point(dd, score_rows, *, proxy, fraction, epochs, lr, step_lr, seed, threads
     if threads:
         torch.set_num_threads(threads)
     warm_up = Warmup(proxy=proxy, warmup_fraction=fraction, warmup_epochs=epochs, warmup_lr=lr, warmup_seed=seed)
-    model, tok, proc, log = transfer.warm(dd, warm_up)
-    rows = transfer.warm_rows(len(dd["pool"]), fraction, seed)          # the slice it warmed on, for the report
+    warmed = warmup.warm_up(dd, warm_up)
+    model, tok, proc, log = warmed.model, warmed.tokenizer, warmed.processor, warmed.log
+    where = {i: n for n, i in enumerate(dd["pool"]["id"])}
+    rows = [where[i] for i in warmed.warm_ids]                          # the slice it warmed on, for the report
     ev = train.evaluate(model, tok, proc, dd["validation"])
     samples = dd["pool"].select(score_rows)
     step = DEFAULT.with_(lr=step_lr)

@@ -8,7 +8,7 @@ needs a reference: clean samples that went through everything a clean pool sampl
 in the warm-up, no part of ĝ_val, drawn as the pool's clean samples are — and are scored as the pool is. The
 synthetic pool makes such a split (`ost.data.pool.make_calibration_records`); for a user's data
 `split_calibration` sets a part of the validation set aside. Either joins the warm-up
-(`ost.experiments.transfer.warm`). A validation set drawn unlike the pool (other handwriting, one phrasing per
+(`ost.method.warmup.warm_up`). A validation set drawn unlike the pool (other handwriting, one phrasing per
 item) gives a threshold that flags less than q of the clean pool: measured on the main pool, 2.2 % at q = 5 %.
 
 A sample is flagged when, on its worse signal, it ranks below all but a share q of the calibration samples.
@@ -56,7 +56,7 @@ def split_calibration(validation, fraction: float = CALIBRATION_FRACTION, seed: 
     """(validation, calibration): a seeded `fraction` of the clean validation set set aside to calibrate the flags.
 
     The rest makes ĝ_val and measures the proxy's competence; the calibration part joins the warm-up as the
-    pool does (`ost.experiments.transfer.warm(calibration=…)`) and is scored as the pool is. Clean pool samples
+    pool does (`ost.method.warmup.warm_up(calibration=…)`) and is scored as the pool is. Clean pool samples
     are trained on in the warm-up and do not shape ĝ_val: the calibration samples must share both, or the
     threshold is off (validation samples the warm-up never saw have a higher loss and a lower utility than
     the pool's clean samples: at q = 5 % they flagged 0 % and 2.5 % of them on the main pool)."""
