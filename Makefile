@@ -67,7 +67,7 @@ reproduce: venv ## the main job: run every notebook with configs/$(RUN).yaml int
 	$(if $(filter main,$(RUN)),$(MAKE) --no-print-directory readme)
 
 readme: venv ## render README.md's table from results/main/summary.json, docs/results.md's from regime.json and credibility.json
-	$(PY) -m ost.report.analysis --summary results/main/summary.json --readme README.md > /dev/null
+	$(PY) -m ost.report.render --summary results/main/summary.json --readme README.md > /dev/null
 	$(PY) -m ost.experiments.regime --out results/main/regime.json --readme docs/results.md
 	$(PY) benchmarks/check_toxic.py --out results/bench/toxic_flags.json --render docs/toxic.md --readme README.md
 	$(if $(wildcard results/main/credibility.json),$(PY) -m ost.experiments.credibility --config configs/main.yaml --readme docs/results.md)

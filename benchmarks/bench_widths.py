@@ -90,24 +90,24 @@ def _mib(m) -> str:
 
 
 def render(result: dict) -> str:
-    """docs/widths.md from the benchmark's JSON: seconds at the larger batch, memory overhead at both."""
+    """docs/widths.md from the benchmark's JSON: seconds at the larger batch, memory at both."""
     small, large = (str(b) for b in result["batches"])
     lines = ["# The default step against a training pass, by model width", "",
              f"Written by `make bench` (`benchmarks/bench_widths.py`) from `results/bench/widths.json`: "
              f"{result['samples']} pool samples, one thread, fresh Qwen2-VL configs with the vision tower frozen. "
-             "Time is the step's seconds over one forward and backward pass of the same samples at batch "
-             f"{large}; memory is the step's peak resident memory beyond the training pass's at the same batch "
-             "(MiB), at both batch sizes. `ghost` is the path the default step takes; `per_sample` holds every "
-             "g_i of a batch, the reference the tests compare with (– : its copies would not fit in "
-             "`per_sample.MAX_BYTES`).", "",
-             f"| trainable | train s (batch {large}) | ghost time | per-sample time | ghost MiB, batch {small} "
-             f"| ghost MiB, batch {large} | per-sample MiB, batch {small} | per-sample MiB, batch {large} |",
-             "|---|---|---|---|---|---|---|---|"]
+             f"Time is the step's seconds over one forward and backward pass of the same samples at batch {large}. "
+             f"Memory is each process's peak resident memory at batch {small} / {large}: the training pass's "
+             "(its activations grow with the batch), then how far the step's peak goes beyond it (MiB). `ghost` "
+             "is the path the default step takes; `per_sample` holds every g_i of a batch, the reference the "
+             "tests compare with (–: its copies would not fit in `per_sample.MAX_BYTES`).", "",
+             f"| trainable | train s | ghost time | per-sample time | train peak MiB, batch {small} / {large} "
+             f"| ghost beyond train | per-sample beyond train |",
+             "|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
         a, b = row["batches"][small], row["batches"][large]
         lines.append(f"| {row['trainable'] / 1e6:.1f} M | {b['train']['seconds']:.1f} | {_cell(b['ghost'])} | "
-                     f"{_cell(b['per_sample'])} | {_mib(a['ghost'])} | {_mib(b['ghost'])} | "
-                     f"{_mib(a['per_sample'])} | {_mib(b['per_sample'])} |")
+                     f"{_cell(b['per_sample'])} | {a['train']['peak_mib']:.0f} / {b['train']['peak_mib']:.0f} | "
+                     f"{_mib(a['ghost'])} / {_mib(b['ghost'])} | {_mib(a['per_sample'])} / {_mib(b['per_sample'])} |")
     return "\n".join(lines) + "\n"
 
 

@@ -30,7 +30,7 @@ from ost.data import loaders
 from ost.method import score, toxic, warmup
 from ost.method.step import DEFAULT
 from ost.models import presets, train
-from ost.report.analysis import fill_block
+from ost.report.render import fill_block
 from ost.runs import paths
 from ost.runs.settings import Warmup
 

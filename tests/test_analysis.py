@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from ost.experiments import sft_grid
-from ost.report import analysis, metrics
+from ost.report import analysis, metrics, render
 
 
 def _runs():
@@ -36,7 +36,7 @@ def test_paper_table_and_markdown():
     assert math.isclose(row["vs_full"], mean) and math.isclose(row["vs_full_ci95"], half)
     assert half > 0 and np.isnan(row["vs_random"])                 # random did not run
     assert math.isclose(row["vs_full_mdd"], metrics.detectable_difference([0.10, 0.07, 0.10]))
-    text = analysis.markdown(table)
+    text = render.markdown(table)
     assert "| ost | 0.2 | fixed compute | 3 | 71.0 ± " in text
     assert f"**+9.0 ± {100 * half:.1f}**" in text                    # resolved: its interval excludes zero
     judge = table[table["method"] == "judge"].iloc[0]               # 62/60/64 vs 60/64/62: not resolved
@@ -92,7 +92,7 @@ def test_summary_rows_and_readme_block(tmp_path):
     (tmp_path / "summary.json").write_text(json.dumps({"rows": rows}))
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- table:start -->\nold\n<!-- table:end -->\nrest\n")
-    analysis.render_readme(tmp_path / "summary.json", readme)
+    render.render_readme(tmp_path / "summary.json", readme)
     text = readme.read_text()
     assert text.startswith("intro\n<!-- table:start -->\n| method") and text.endswith("<!-- table:end -->\nrest\n")
     assert "old" not in text and "| ost | 0.2 | fixed compute | 3 |" in text
@@ -102,16 +102,16 @@ def test_summary_rows_and_readme_block(tmp_path):
                      "pipeline_seconds_judge50": 80.0, "pipeline_seconds_ost50": 10.0},
             "proxy_target_spearman": 0.31, "sensitivity_overlap": {"proxy=target": 0.4}}
     (tmp_path / "summary.json").write_text(json.dumps(full))
-    block = analysis.render_readme(tmp_path / "summary.json", readme)
+    block = render.render_readme(tmp_path / "summary.json", readme)
     assert "| top20 fixed compute vs full | +8.8 | +9.0 " in block and "**50 % less**" in block
     assert "**88 % less** time (10 s vs 80 s; paper: 17 % less)" in block
     assert "| ost | 0.70 | 0.99 |" in block and "Spearman **0.31**" in block
     assert readme.read_text().count("<!-- table:start -->") == 1 and block in readme.read_text()
     slower = {**full, "cost": {**full["cost"], "pipeline_seconds_ost50": 84.0}}
-    assert "**5 % more** time (84 s vs 80 s" in analysis.readme_block(slower)       # a loss reads as one
+    assert "**5 % more** time (84 s vs 80 s" in render.readme_block(slower)       # a loss reads as one
     readme.write_text("no block")
     with pytest.raises(ValueError, match="block"):
-        analysis.render_readme(tmp_path / "summary.json", readme)
+        render.render_readme(tmp_path / "summary.json", readme)
 
 
 def test_claims_and_cost_ratios():

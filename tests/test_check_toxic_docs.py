@@ -5,7 +5,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from ost.report.analysis import fill_block
+from ost.report.render import fill_block
 from ost.runs import paths
 
 sys.path.insert(0, str(paths.ROOT / "benchmarks"))

@@ -74,3 +74,12 @@ def test_step_keys_are_typed_and_a_config_reads_them():
         Step.from_params({"step_normalize": "yes"})
     with pytest.raises(TypeError, match="lr is a number"):
         Step.from_params({"step_lr": "1e-4"})
+
+
+def test_the_formulas_loose_defaults_are_the_papers_step():
+    import inspect
+
+    from ost.method.one_step import one_step_utility
+    defaults = {k: v.default for k, v in inspect.signature(one_step_utility).parameters.items()}
+    assert {k: defaults[k] for k in ("method", "optimizer", "normalize", "unit_val")} == {
+        k: getattr(PAPER, k) for k in ("method", "optimizer", "normalize", "unit_val")}

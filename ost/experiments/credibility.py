@@ -12,17 +12,14 @@ Full-SFT again, same seeds and recipe, from a base built with 2 threads (its own
 
     python -m ost.experiments.credibility --config configs/main.yaml --run main
 """
-import argparse
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from ost import runs
 from ost.data import schema
-from ost.experiments import sft_grid
+from ost.experiments import command, sft_grid
 from ost.method import select
 from ost.models import base
 from ost.report import analysis
@@ -134,22 +131,16 @@ def markdown(rep: dict) -> str:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", type=Path, required=True, help="a configs/*.yaml file (pool and SFT keys)")
+    parser = command.parser(__doc__, readme_page="docs/results.md")
     parser.add_argument("--run", default="main", help="reads results/<run>/sft_runs.jsonl, writes credibility.json")
     parser.add_argument("--no-rebuild", action="store_true", help="skip (c), the runs from a 2-thread base")
-    parser.add_argument("--readme", type=Path,
-                        help="only render results/<run>/credibility.json into this page (docs/results.md)")
     args = parser.parse_args(argv)
     path = runs.results_dir(args.run) / "credibility.json"
     if args.readme:
-        from ost.report.analysis import fill_block
-        fill_block(args.readme, markdown(json.loads(path.read_text())), "<!-- credibility:start -->",
-                   "<!-- credibility:end -->")
+        command.render_block(args.readme, markdown(json.loads(path.read_text())), "credibility")
         return
-    config = yaml.safe_load(args.config.read_text()) or {}
-    rep = report(args.run, config, rebuild=not args.no_rebuild)
-    runs.replace_text(path, json.dumps(rep, indent=1))
+    rep = report(args.run, command.read_config(args.config), rebuild=not args.no_rebuild)
+    command.save_report(path, rep)
     print(markdown(rep))
 
 

@@ -9,18 +9,17 @@ random state, so the trajectory is the one an unevaluated run takes).
 
     python -m ost.experiments.regime --config configs/main.yaml --out results/main/regime.json
 """
-import argparse
 import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from transformers import TrainerCallback
 
 from ost import runs
 from ost.data import pool, schema
+from ost.experiments import command
 from ost.models import base, train
 from ost.report import plots
 from ost.report.metrics import mean_ci
@@ -137,27 +136,18 @@ def markdown(report) -> str:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", type=Path, help="a configs/*.yaml file (its pool keys); needed to measure")
+    parser = command.parser(__doc__, config_required=False, readme_page="docs/results.md")
     parser.add_argument("--out", type=Path, required=True, help="the JSON report; the figure goes beside it")
-    for key, value in CURVE.items():
-        kind = type(value[0]) if isinstance(value, list) else type(value)
-        parser.add_argument(f"--{key.replace('_', '-')}", type=kind, nargs="+" if isinstance(value, list) else None,
-                            default=value)
-    parser.add_argument("--readme", type=Path,
-                        help="only render an existing --out report into this page (docs/results.md)")
+    command.add_grid(parser, CURVE)
     args = parser.parse_args(argv)
     if args.readme:
-        from ost.report.analysis import fill_block
-        fill_block(args.readme, markdown(json.loads(args.out.read_text())), "<!-- regime:start -->",
-                   "<!-- regime:end -->")
+        command.render_block(args.readme, markdown(json.loads(args.out.read_text())), "regime")
         return
     if args.config is None:
         parser.error("--config is needed to measure (only --readme renders an existing report)")
-    config = yaml.safe_load(args.config.read_text()) or {}
-    dd = schema.config_pool(config)
+    dd = schema.config_pool(command.read_config(args.config))
     report = measure(dd, **{k: getattr(args, k) for k in CURVE})
-    runs.replace_text(args.out, json.dumps(report, indent=1))
+    command.save_report(args.out, report)
     figure(report, args.out.parent / "figures" / f"{args.out.stem}.png")
     for row in report["summary"]:
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}))

@@ -11,18 +11,15 @@ report says how many of the scored samples were.
 
     python -m ost.experiments.warmup_curve --config configs/main.yaml --out results/main/warmup_curve.json
 """
-import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from ost import runs
 from ost.data import pool, schema
-from ost.experiments import transfer
+from ost.experiments import command, transfer
 from ost.method import score, warmup
 from ost.method.step import DEFAULT
 from ost.models import train
@@ -112,18 +109,13 @@ def markdown(report) -> str:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", type=Path, required=True, help="a configs/*.yaml file (its pool keys)")
+    parser = command.parser(__doc__)
     parser.add_argument("--out", type=Path, required=True, help="the JSON report; the figure goes beside it")
-    for key, value in CURVE.items():
-        kind = type(value[0]) if isinstance(value, list) else type(value)
-        parser.add_argument(f"--{key.replace('_', '-')}", type=kind, nargs="+" if isinstance(value, list) else None,
-                            default=value)
+    command.add_grid(parser, CURVE)
     args = parser.parse_args(argv)
-    config = yaml.safe_load(args.config.read_text()) or {}
-    dd = schema.config_pool(config)
+    dd = schema.config_pool(command.read_config(args.config))
     report = measure(dd, **{k: getattr(args, k) for k in CURVE})
-    runs.replace_text(args.out, json.dumps(report, indent=1))
+    command.save_report(args.out, report)
     figure(report, args.out.parent / "figures" / f"{args.out.stem}.png")
     print(markdown(report))
 

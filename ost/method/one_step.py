@@ -23,7 +23,6 @@ from torch.func import functional_call, jvp
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ost.method import ghost, per_sample
-from ost.method.step import PAPER
 
 BACKENDS = ("jvp", "double_backward", "loop", "per_sample", "ghost")
 
@@ -36,12 +35,13 @@ class Utilities(NamedTuple):
     path: str                        # "exact", or the first-order backend that scored the last batch
 
 
-def one_step_utility(model, train_batches, val_batches, loss_fn, *, lr, method=PAPER.method,
-                     optimizer=PAPER.optimizer, adam_state=None, normalize=PAPER.normalize, unit_val=PAPER.unit_val,
-                     backend="auto", val_grad=None, return_loss=False, sketch=None):
-    """The formula's own entry point, with loose settings that default to the paper's plain step (`PAPER`); the
-    pipeline calls `Step.score`, which gives `utilities` its Step's settings. Returns the utility tensor, or with
-    `return_loss` (utility, loss), and with a sketch its features last."""
+def one_step_utility(model, train_batches, val_batches, loss_fn, *, lr, method="first_order", optimizer="sgd",
+                     adam_state=None, normalize=False, unit_val=False, backend="auto", val_grad=None,
+                     return_loss=False, sketch=None):
+    """The formula's own entry point, with loose settings that default to the paper's plain step (the settings of
+    `ost.method.step.PAPER`; a test holds the two together); the pipeline calls `Step.score`, which gives
+    `utilities` its Step's settings. Returns the utility tensor, or with `return_loss` (utility, loss), and with a
+    sketch its features last."""
     r = utilities(model, train_batches, val_batches, loss_fn, lr=lr, method=method, optimizer=optimizer,
                   adam_state=adam_state, normalize=normalize, unit_val=unit_val, backend=backend, val_grad=val_grad,
                   sketch=sketch)
