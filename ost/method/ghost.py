@@ -84,8 +84,9 @@ def _small(gi, d, sketch=None, k=None, out=None):
 
 
 def dots_and_norms(model, batch, loss_fn, params, d=None, sketch=None) -> tuple:
-    """(losses, ⟨d, g_i⟩, ‖g_i‖), each float64 (B,), from one forward and one backward pass; memory beyond the
-    pass's activations stays within a layer's T×T Gram matrices or `CHUNK_BYTES`, whatever the batch size.
+    """(losses, ⟨d, g_i⟩, ‖g_i‖), each float64 (B,), from one forward and one backward pass. Memory: every layer's
+    input and output gradient at once (activation-sized: they grow with B·T, never with B × parameters), plus one
+    layer's T×T Gram matrices or `CHUNK_BYTES` at a time.
     Without `d` the dots are zeros (the norms alone). With `sketch` (an `ost.method.sketch.BoundSketch`), also
     the (B, dim) sketch of each g_i / ‖g_i‖: each linear layer's g_i are then materialised a chunk at a time
     (the sketch hashes every coordinate), still never more than `CHUNK_BYTES` of them."""
