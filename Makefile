@@ -97,7 +97,7 @@ credibility: venv ## after reproduce: can the table decide? seed CI, noise gap, 
 bench-widths: venv ## the default step against one training pass at 4 widths up to ~60 M parameters and 2 batch sizes: seconds and peak memory, ghost vs per-sample (~10 min) -> results/bench/widths.json, docs/widths.md
 	$(PY) benchmarks/bench_widths.py --out results/bench/widths.json --render docs/widths.md
 
-bench: venv bench-widths ## scoring cost vs one epoch, exact, naive loop, memory in N -> results/bench/scoring.json, then bench-widths (~25 min; BENCH_ARGS=--quick: ~14)
+bench: venv bench-widths ## bench-widths, then scoring cost vs one epoch, exact, naive loop, memory in N -> results/bench/scoring.json (~25 min; BENCH_ARGS=--quick: ~14)
 	$(PY) benchmarks/bench_utility.py $(BENCH_ARGS)
 
 bench-sft: venv ## one target SFT run, the loop before and after its speed-ups, side by side: s/step, s/run, ratio, profile -> results/bench/sft.json (~13 min; BENCH_ARGS=--quick: ~3)
