@@ -106,3 +106,10 @@ def test_read_subsets_checks_booleans_and_the_pool_order(tmp_path):
     pd.DataFrame({"ost@0.5": [0.1, 0.2]}, index=pd.Index(ids[:2], name="id")).to_parquet(tmp_path / "u.parquet")
     with pytest.raises(ValueError, match="not booleans"):
         select.read_subsets(tmp_path / "u.parquet")
+
+
+def test_thinnest_is_the_least_kept_clusters_share_against_the_pools():
+    clusters = pd.Series(["a"] * 6 + ["b"] * 3 + ["c"], index=[f"x{i}" for i in range(10)])
+    assert select.thinnest(clusters.index, clusters) == 1.0                       # the pool itself
+    assert select.thinnest(["x0", "x1", "x6", "x9"], clusters) == pytest.approx(0.25 / 0.3)   # b: 1 of 4 vs 3 of 10
+    assert select.thinnest(["x0", "x6"], clusters) == 0.0                         # c left out

@@ -8,7 +8,7 @@ from ost.data import schema
 from ost.method.step import DEFAULT, Step
 from ost.runs import paths
 from ost.runs.notebooks import notebook_parameters
-from ost.runs.settings import SFT, Pool, Warmup
+from ost.runs.settings import SFT, Pool, Selection, Warmup
 
 
 def test_from_params_picks_its_stage_and_types_the_values():
@@ -46,10 +46,16 @@ def test_main_config_names_the_committed_pool_and_sets_only_known_types():
 
 
 @pytest.mark.parametrize("notebook, stage", [("00_make_pool", Pool), ("01_warm_up_proxy", Warmup),
-                                             ("02_score_utility", Step), ("05_train_targets", SFT)])
+                                             ("02_score_utility", Step), ("03_select_subsets", Selection),
+                                             ("05_train_targets", SFT)])
 def test_stage_notebooks_take_every_field_under_its_own_name(notebook, stage):
     params = notebook_parameters(paths.ROOT / "notebooks" / f"{notebook}.ipynb")
     missing = [name for name in stage.names() if name not in params]
     assert not missing, f"{notebook} lacks {missing}"
     stage.from_params(params)                                               # and with the field's type
 
+
+
+def test_the_default_selector_is_named_once():
+    from ost.method import coverage
+    assert coverage.DEFAULT == Selection().selector and Selection().selector in coverage.RULES

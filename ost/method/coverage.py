@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ost.method import select
+from ost.runs.settings import Selection
 
 
 @dataclass(frozen=True)
@@ -245,7 +246,7 @@ RULES = {
 NEEDS_FEATURES = ("lookahead", "round-robin", "max-align")
 # The default, chosen by principle and then checked unchanged on a second pool (docs/selection.md): the score
 # removes harm, chance keeps every region.
-DEFAULT = "filter-random"
+DEFAULT = Selection().selector       # "filter-random", named once in ost.runs.settings
 
 
 def choose(scores: pd.DataFrame, fraction: float, rule: str = DEFAULT, *, seed: int = 0, features=None,

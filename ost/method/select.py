@@ -144,6 +144,14 @@ def membership(subsets: dict, ids) -> pd.DataFrame:
     return out
 
 
+def thinnest(ids, clusters: pd.Series) -> float:
+    """How evenly a subset covers the clusters: the share it keeps of its least-kept cluster, as a multiple of that
+    cluster's share of the pool (1: every cluster as in the pool; 0: a cluster left out)."""
+    pool_share = clusters.value_counts(normalize=True)
+    kept = clusters[list(ids)].value_counts(normalize=True).reindex(pool_share.index, fill_value=0)
+    return float((kept / pool_share).min())
+
+
 def subset_name(method: str, fraction: float) -> str:
     return f"{method}@{fraction:g}"
 

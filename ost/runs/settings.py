@@ -85,6 +85,13 @@ class Warmup(_Stage):
 
 
 @dataclass(frozen=True)
+class Selection(_Stage):
+    """Stage 03, the subset rule behind the `ost` rows (a name of `ost.method.coverage.RULES`) and its seed."""
+    selector: str = "filter-random"   # the default: the score removes harm, chance keeps every region
+    selector_seed: int = 0            # seeds the rule's random pick
+
+
+@dataclass(frozen=True)
 class SFT(_Stage):
     """Stage 05, fine-tuning the target: the regime results/main/regime.json chose."""
     target: str = "target"         # a preset, or a Qwen2-VL checkpoint folder / hub id
