@@ -20,13 +20,13 @@ from ost.models import base, presets
 from ost.runs.settings import Warmup
 
 
-def score_setting(dd, *, rows, step=DEFAULT, model=None, warm_up: Warmup = None, warm_ids=(), adam_state=None,
+def score_setting(dd, *, rows, step=DEFAULT, saved=None, warm_up: Warmup = None, warm_ids=(),
                   threads=1) -> pd.Series:
     """One setting's utilities of the pool rows `rows` under `step` (an `ost.Step`), on `threads` threads.
 
     With `warm_up` (a `Warmup`) its proxy is first fine-tuned on `warm_ids`, and a step that continues the
-    warm-up starts from that Adam state; without it, `model` is loaded as saved (notebook 01's proxy), with
-    the optimizer state saved in the file `adam_state`.
+    warm-up starts from that Adam state; without it, the warm-up artifact in the folder `saved` is read
+    (`ost.method.warmup.load`: notebook 01's proxy and its Adam state).
     """
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -35,8 +35,8 @@ def score_setting(dd, *, rows, step=DEFAULT, model=None, warm_up: Warmup = None,
             w = warmup.warm_up(dd, warm_up, warm_ids=warm_ids)
             m, tok, proc, state = w.model, w.tokenizer, w.processor, w.adam_state
         else:
-            m, tok, proc = base.load_model(model, progress=False)
-            state = torch.load(adam_state, weights_only=True) if adam_state else None
+            proxy = warmup.load(saved)
+            m, tok, proc, state = proxy.model, proxy.tokenizer, proxy.processor, proxy.adam_state
         return score.score_samples(m, tok, proc, dd["pool"].select(rows), dd["validation"], step=step, warm_state=state)
     finally:
         torch.set_num_threads(before)
@@ -50,7 +50,7 @@ def score_settings(dd, settings: dict, workers: int = 1, progress: bool = True) 
     this small gains nothing from a second thread (the proxy's exact step: 0.27 s a sample on one thread,
     0.33 s on two), so two processes score two settings in the time of one.
     """
-    models = {s["warm_up"].proxy if s.get("warm_up") else s["model"] for s in settings.values()}
+    models = {s["warm_up"].proxy for s in settings.values() if s.get("warm_up")}
     base.build_bases(sorted(m for m in models if m in presets.PRESETS))     # once, not per worker
     order = sorted(settings, key=lambda name: settings[name].get("step", DEFAULT).method != "exact")   # long jobs first
     jobs = {name: ((dd,), settings[name]) for name in order}
@@ -58,13 +58,13 @@ def score_settings(dd, settings: dict, workers: int = 1, progress: bool = True) 
     return {name: out[name] for name in settings}
 
 
-def settings_grid(warm_up: Warmup, warm_ids, step, *, proxy, adam_state, target, transfer_rows, sensitivity_rows,
+def settings_grid(warm_up: Warmup, warm_ids, step, *, saved, target, transfer_rows, sensitivity_rows,
                   proxy_sizes=(), warmup_epochs_grid=(), step_lrs=()) -> dict:
     """Notebook 06's settings, each a `score_setting` keyword set: the transfer pair (the target warmed as the
-    proxy was, and the saved `proxy`, both scored exactly on `transfer_rows`), then one change at a time from
-    the default on `sensitivity_rows` — another proxy size, warm-up length or step lr. A value equal to the
-    default is skipped (it would only rescore the default)."""
-    saved = dict(model=str(proxy), adam_state=str(adam_state))
+    proxy was, and the proxy saved in the warm-up folder `saved`, both scored exactly on `transfer_rows`), then
+    one change at a time from the default on `sensitivity_rows` — another proxy size, warm-up length or step lr.
+    A value equal to the default is skipped (it would only rescore the default)."""
+    saved = dict(saved=str(saved))
     exact = step.with_(method="exact")
     grid = {"transfer: target, exact": dict(warm_up=replace(warm_up, proxy=target), warm_ids=warm_ids,
                                             rows=transfer_rows, step=exact),
