@@ -7,17 +7,18 @@ scoring runs it). Each measurement runs in its own process, so its peak resident
   of the parameters);
 * `per_sample`: the same utility holding every g_i of a batch (B copies of the trainable parameters; skipped
   where they would not fit in `per_sample.MAX_BYTES`): the reference, and the fast path before the ghost one.
-Every width runs at two batch sizes. Seconds compare at the larger; memory compares across both: a step's peak
-beyond the training pass's at the same batch size (its overhead) should not grow with the batch.
+Every width runs at two batch sizes. Seconds compare at the larger. Memory is what each pass takes beyond what was
+resident before it (VmHWM reset at its start, Linux): the ghost pass should need about what a training pass needs,
+at either batch size, where the per-sample one adds B copies of the parameters.
 Ratios are taken within this one run, on this machine's load; they are not timed assertions.
 
     python benchmarks/bench_widths.py --out results/bench/widths.json [--render docs/widths.md]
     python benchmarks/bench_widths.py --render docs/widths.md --from results/bench/widths.json
 """
 import argparse
+import gc
 import json
 import multiprocessing
-import resource
 import time
 import warnings
 from pathlib import Path
@@ -26,8 +27,21 @@ WIDTHS = ((64, 2, 2), (256, 4, 4), (512, 6, 8), (768, 8, 12))      # hidden, lay
 MODES = ("train", "ghost", "per_sample")
 
 
+def _status_mib(key: str) -> float:
+    """A line of /proc/self/status (VmRSS, VmHWM: the peak since the last reset) in MiB."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(key + ":")) / 1024
+
+
+def _reset_peak() -> None:
+    """Start VmHWM again from the current resident memory (Linux: clear_refs 5)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+
+
 def _measure(mode: str, width: tuple, samples: int, batch: int) -> dict:
-    """Seconds of `mode` at `width`, and this process's peak resident memory, in a fresh process."""
+    """Seconds of `mode` at `width` and the memory its pass takes beyond what was resident before it (the model,
+    the data, the validation gradient), in a fresh process."""
     import torch
 
     from ost.data import schema
@@ -48,8 +62,11 @@ def _measure(mode: str, width: tuple, samples: int, batch: int) -> dict:
         params = [p for p in model.parameters() if p.requires_grad]
         out = {"trainable": sum(p.numel() for p in params)}
         if mode == "per_sample" and out["trainable"] * 4 * batch > per_sample.MAX_BYTES:
-            return {**out, "seconds": None, "peak_mib": None, "path": "does not fit in MAX_BYTES"}
+            return {**out, "seconds": None, "pass_mib": None, "resident_mib": None, "path": "does not fit in MAX_BYTES"}
         gval = None if mode == "train" else one_step.val_gradient(model, val, collate.per_sample_loss, unit_val=True)
+        gc.collect()
+        resident = _status_mib("VmRSS")
+        _reset_peak()
         start = time.perf_counter()
         path = mode
         if mode == "train":
@@ -61,8 +78,8 @@ def _measure(mode: str, width: tuple, samples: int, batch: int) -> dict:
                                       optimizer="sgd", normalize=True, unit_val=True, val_grad=gval,
                                       backend=mode).path
         seconds = time.perf_counter() - start
-    return {**out, "seconds": seconds, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "path": path}
+        pass_mib = _status_mib("VmHWM") - resident
+    return {**out, "seconds": seconds, "pass_mib": pass_mib, "resident_mib": resident, "path": path}
 
 
 def _row(width, samples, batches, ctx) -> dict:
@@ -73,9 +90,8 @@ def _row(width, samples, batches, ctx) -> dict:
             with ctx.Pool(1) as pool:
                 cell[mode] = pool.apply(_measure, (mode, width, samples, batch))
         for mode in MODES[1:]:
-            s, peak = cell[mode]["seconds"], cell[mode]["peak_mib"]
+            s = cell[mode]["seconds"]
             cell[mode]["vs_train"] = None if s is None else s / cell["train"]["seconds"]
-            cell[mode]["overhead_mib"] = None if peak is None else peak - cell["train"]["peak_mib"]
         row["batches"][str(batch)] = cell
     row["trainable"] = cell["train"]["trainable"]
     return row
@@ -85,8 +101,8 @@ def _cell(m) -> str:
     return "–" if m["seconds"] is None else f"{m['vs_train']:.2f}×"
 
 
-def _mib(m) -> str:
-    return "–" if m["peak_mib"] is None else f"{m['overhead_mib']:+.0f}"
+def _mib(a, b) -> str:
+    return " / ".join("–" if m["pass_mib"] is None else f"{m['pass_mib']:.0f}" for m in (a, b))
 
 
 def render(result: dict) -> str:
@@ -96,18 +112,19 @@ def render(result: dict) -> str:
              f"Written by `make bench` (`benchmarks/bench_widths.py`) from `results/bench/widths.json`: "
              f"{result['samples']} pool samples, one thread, fresh Qwen2-VL configs with the vision tower frozen. "
              f"Time is the step's seconds over one forward and backward pass of the same samples at batch {large}. "
-             f"Memory is each process's peak resident memory at batch {small} / {large}: the training pass's "
-             "(its activations grow with the batch), then how far the step's peak goes beyond it (MiB). `ghost` "
-             "is the path the default step takes; `per_sample` holds every g_i of a batch, the reference the "
-             "tests compare with (–: its copies would not fit in `per_sample.MAX_BYTES`).", "",
-             f"| trainable | train s | ghost time | per-sample time | train peak MiB, batch {small} / {large} "
-             f"| ghost beyond train | per-sample beyond train |",
+             f"Memory is what each pass takes beyond what was resident before it (the model, the samples, the "
+             f"validation gradient), in MiB at batch {small} / {large}: the peak resident memory while it runs "
+             "minus the resident memory at its start. The training pass's holds its activations and the "
+             "parameters' gradients. `ghost` is the path the default step takes; `per_sample` holds every g_i of "
+             "a batch, the reference the tests compare with (–: its copies would not fit in "
+             "`per_sample.MAX_BYTES`).", "",
+             "| trainable | train s | ghost time | per-sample time | training pass MiB | ghost MiB | per-sample MiB |",
              "|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
         a, b = row["batches"][small], row["batches"][large]
         lines.append(f"| {row['trainable'] / 1e6:.1f} M | {b['train']['seconds']:.1f} | {_cell(b['ghost'])} | "
-                     f"{_cell(b['per_sample'])} | {a['train']['peak_mib']:.0f} / {b['train']['peak_mib']:.0f} | "
-                     f"{_mib(a['ghost'])} / {_mib(b['ghost'])} | {_mib(a['per_sample'])} / {_mib(b['per_sample'])} |")
+                     f"{_cell(b['per_sample'])} | {_mib(a['train'], b['train'])} | {_mib(a['ghost'], b['ghost'])} | "
+                     f"{_mib(a['per_sample'], b['per_sample'])} |")
     return "\n".join(lines) + "\n"
 
 

@@ -13,7 +13,8 @@ def test_each_mode_reports_its_seconds_memory_and_path():
     width = (32, 1, 2)
     for mode in bench_widths.MODES:
         got = bench_widths._measure(mode, width, samples=4, batch=2)
-        assert got["path"] == mode and got["seconds"] > 0 and got["peak_mib"] > 0 and got["trainable"] > 0
+        assert got["path"] == mode and got["seconds"] > 0 and got["trainable"] > 0
+        assert got["resident_mib"] > 0 and got["pass_mib"] >= 0
 
 
 def test_the_docs_table_is_the_committed_measurement():

@@ -100,3 +100,14 @@ def test_the_sketch_from_the_ghost_pass_is_the_held_gradients_sketch(tokenizer, 
     for a, b in zip(got, want):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(got_f, want_f, rtol=1e-5, atol=1e-6)     # float32 features either way
+
+
+def test_a_pass_with_no_call_that_starts_the_graph():
+    """Inputs that carry a gradient themselves: every layer call is fed by one, and the pass runs to the leaves."""
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(4, 5), nn.Tanh(), nn.Linear(5, 2)).double()
+    x = torch.randn(3, 6, 4, dtype=torch.float64, requires_grad=True)
+
+    def loss(m, batch):
+        return m(batch[0]).pow(2).mean((1, 2)) + batch[1]
+    _check(model, (x, torch.zeros(3, dtype=torch.float64)), loss, list(model.parameters()))

@@ -84,23 +84,25 @@ def _small(gi, d, sketch=None, k=None, out=None):
 
 
 def dots_and_norms(model, batch, loss_fn, params, d=None, sketch=None) -> tuple:
-    """(losses, ⟨d, g_i⟩, ‖g_i‖), each float64 (B,), from one forward and one backward pass. Memory: every layer's
-    input and output gradient at once (activation-sized: they grow with B·T, never with B × parameters), plus one
-    layer's T×T Gram matrices or `CHUNK_BYTES` at a time.
+    """(losses, ⟨d, g_i⟩, ‖g_i‖), each float64 (B,), from one forward and one backward pass. Each layer's part is
+    read as the backward pass reaches it (`per_sample.backward_calls`), so memory beyond the pass's own is one
+    layer's output gradient and its T×T Gram matrices or `CHUNK_BYTES` at a time, whatever the batch size.
     Without `d` the dots are zeros (the norms alone). With `sketch` (an `ost.method.sketch.BoundSketch`), also
     the (B, dim) sketch of each g_i / ‖g_i‖: each linear layer's g_i are then materialised a chunk at a time
     (the sketch hashes every coordinate), still never more than `CHUNK_BYTES` of them."""
     d = d if d is not None else [torch.zeros_like(p) for p in params]
     owners = per_sample._owners(model, params)
-    losses, layer_calls = per_sample.calls(model, batch, loss_fn, owners)
+    losses, seen, hooks = per_sample.forward_calls(model, batch, loss_fn, owners, lambda *call: consume(*call))
     n = losses.shape[0]
     index = {id(p): k for k, p in enumerate(params)}
-    fed = Counter(id(p) for m, *_ in layer_calls for _, p in owners[m])
+    fed = Counter(id(p) for m, *_ in seen for _, p in owners[m])
     dots = torch.zeros(n, dtype=torch.float64, device=losses.device)
     sq = torch.zeros_like(dots)
     feats = None if sketch is None else torch.zeros(n, sketch.dim, dtype=torch.float32)
     shared = {}                                        # parameter index → per-sample gradients (n, *shape)
-    for m, x, g, segments in layer_calls:
+
+    def consume(m, x, g, segments):                    # one layer call, as the backward pass reaches it
+        nonlocal dots, sq
         for name, p in owners[m]:
             k = index[id(p)]
             if fed[id(p)] > 1:
@@ -118,6 +120,9 @@ def dots_and_norms(model, batch, loss_fn, params, d=None, sketch=None) -> tuple:
             else:
                 dk, sk = _small(per_sample._layer_grads(m, x, g, n, segments)[name], d[k], *sk_args)
             dots, sq = dots + dk, sq + sk
+
+    per_sample.backward_calls(losses, seen, hooks, consume)
+    del seen
     for k, gk in shared.items():
         dk, sk = _small(gk, d[k], sketch, k, feats)
         dots, sq = dots + dk, sq + sk

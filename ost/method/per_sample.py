@@ -13,6 +13,8 @@ parameters: fine for the embedded proxy, not for a 2 B-parameter checkpoint), ra
 so a caller can fall back to `ost.method.ghost` (the same two numbers without the copies) or `norms_by_loop`
 (one backward per sample, the reference both fast forms are tested against).
 """
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -110,28 +112,90 @@ def _layer_grads(m, x, g, n, segments) -> dict:
     return {"weight": _sum_rows(g * xhat, n, segments)}
 
 
-def calls(model, batch, loss_fn, owners) -> tuple:
-    """(per-sample losses (B,), [(layer, its input, the loss gradient at its output, vision segments or None)]) of
-    one forward and one backward pass, for every call of a layer in `owners` that the loss reaches."""
+def forward_calls(model, batch, loss_fn, owners, on_grad) -> tuple:
+    """One forward pass, with every call of a layer in `owners` set up for `backward_calls`: (per-sample losses
+    (B,), the calls [(layer, its input, its output if the backward pass ends there, vision segments or None,
+    whether its input carries a gradient)], the hooks to remove). A call whose input carries a gradient gets a hook
+    on its output that hands the output's gradient to on_grad(layer, input, gradient, segments) as soon as the
+    backward pass computes it; its output itself is not kept."""
     vision = {m for name, sub in model.named_modules() if name.split(".")[-1] == "visual" for m in sub.modules()}
-    seen = []
-    hooks = [m.register_forward_hook(lambda mod, inp, out: seen.append((mod, inp[0].detach(), out))) for m in owners]
+    seen, hooks = [], []
+
+    def keep(mod, inp, out):
+        x = inp[0]
+        segments = _image_segments(model, batch, x.shape[0]) if mod in vision else None
+        fed = x.requires_grad
+        if fed and out.requires_grad:
+            hooks.append(out.register_hook(functools.partial(_hand_over, seen, len(seen), on_grad)))
+        seen.append((mod, x.detach(), None if fed else out, segments, fed))
+    forward_hooks = [m.register_forward_hook(keep) for m in owners]
     try:
         with torch.enable_grad():
             losses = loss_fn(model, batch)
     finally:
-        for h in hooks:
+        for h in forward_hooks:
             h.remove()
     n = losses.shape[0]
-    outs = torch.autograd.grad(losses.sum(), [out for _, _, out in seen], allow_unused=True)
-    out = []
-    for (m, x, _), g in zip(seen, outs):
-        if g is None:
-            continue
-        segments = _image_segments(model, batch, x.shape[0]) if m in vision else None
+    for m, x, _, segments, _ in seen:
         if segments is None and x.shape[0] != n:
             raise NotImplementedError(f"a {type(m).__name__} input without the batch axis first")
-        out.append((m, x, g.detach(), segments))
+    return losses, seen, hooks
+
+
+def backward_calls(losses, seen, hooks, on_grad) -> None:
+    """The backward pass of `forward_calls`: it runs down to the calls fed by no gradient (an embedding, the first
+    trainable layer after a frozen tower), and every other call's output, on the way there, hands its gradient
+    over through its hook. Nothing is kept: beyond the pass's own memory, one layer's gradient at a time. A call the
+    loss does not reach is not handed over."""
+    ends = [i for i, c in enumerate(seen) if not c[4] and c[2].requires_grad]
+    try:
+        if ends:
+            grads = torch.autograd.grad(losses.sum(), [seen[i][2] for i in ends], allow_unused=True)
+        else:       # every call fed by a gradient: the pass runs to the loss's own leaves, the hooks see it all
+            grads = ()
+            leaves = [t for t in _leaves(losses) if t.requires_grad]
+            if leaves:
+                torch.autograd.grad(losses.sum(), leaves, allow_unused=True)
+    finally:
+        for h in hooks:
+            h.remove()
+    for i, g in zip(ends, grads):
+        if g is not None:
+            _hand_over(seen, i, on_grad, g)
+
+
+def _leaves(t) -> list:
+    """The leaf tensors (inputs and parameters) the graph of t reaches."""
+    out, todo, visited = [], [t.grad_fn], set()
+    while todo:
+        node = todo.pop()
+        if node is None or node in visited:
+            continue
+        visited.add(node)
+        if hasattr(node, "variable"):
+            out.append(node.variable)
+        todo.extend(f for f, _ in node.next_functions)
+    return out
+
+
+def _hand_over(seen, i, on_grad, g):
+    """Give call i's output gradient to on_grad, then let go of the call (its input is freed as soon as the
+    backward pass is done with it)."""
+    m, x, _, segments, _ = seen[i]
+    seen[i] = None
+    with torch.no_grad():
+        on_grad(m, x, g.detach(), segments)
+    return None
+
+
+def calls(model, batch, loss_fn, owners) -> tuple:
+    """(per-sample losses (B,), [(layer, its input, the loss gradient at its output, vision segments or None)]) of
+    one forward and one backward pass, for every call of a layer in `owners` that the loss reaches (in the order
+    the backward pass reaches them)."""
+    out = []
+    keep = lambda m, x, g, segments: out.append((m, x, g, segments))    # noqa: E731
+    losses, seen, hooks = forward_calls(model, batch, loss_fn, owners, keep)
+    backward_calls(losses, seen, hooks, keep)
     return losses.detach(), out
 
 
