@@ -12,6 +12,10 @@ each layer gives them from what the pass already holds (the "ghost" norm of DP-S
 
 A parameter that more than one layer call feeds (a weight tied across modules, a module called twice) gets
 cross terms between the calls: it is held per sample, as `per_sample` does, for that parameter only.
+
+Each layer's part is read as the backward pass reaches the layer (`per_sample.backward_calls`) and its gradient
+let go, so the pass needs about what a training pass needs: no parameter gradients, one layer's output
+gradient at a time (docs/widths.md measures it).
 """
 from collections import Counter
 
