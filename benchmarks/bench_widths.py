@@ -23,14 +23,10 @@ import time
 import warnings
 from pathlib import Path
 
+from _rss import status_mb  # benchmarks/ is the script's folder
+
 WIDTHS = ((64, 2, 2), (256, 4, 4), (512, 6, 8), (768, 8, 12))      # hidden, layers, heads
 MODES = ("train", "ghost", "per_sample")
-
-
-def _status_mib(key: str) -> float:
-    """A line of /proc/self/status (VmRSS, VmHWM: the peak since the last reset) in MiB."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith(key + ":")) / 1024
 
 
 def _reset_peak() -> None:
@@ -65,7 +61,7 @@ def _measure(mode: str, width: tuple, samples: int, batch: int) -> dict:
             return {**out, "seconds": None, "pass_mib": None, "resident_mib": None, "path": "does not fit in MAX_BYTES"}
         gval = None if mode == "train" else one_step.val_gradient(model, val, collate.per_sample_loss, unit_val=True)
         gc.collect()
-        resident = _status_mib("VmRSS")
+        resident = status_mb("VmRSS")
         _reset_peak()
         start = time.perf_counter()
         path = mode
@@ -78,7 +74,7 @@ def _measure(mode: str, width: tuple, samples: int, batch: int) -> dict:
                                       optimizer="sgd", normalize=True, unit_val=True, val_grad=gval,
                                       backend=mode).path
         seconds = time.perf_counter() - start
-        pass_mib = _status_mib("VmHWM") - resident
+        pass_mib = status_mb("VmHWM") - resident
     return {**out, "seconds": seconds, "pass_mib": pass_mib, "resident_mib": resident, "path": path}
 
 

@@ -57,13 +57,17 @@ def test_a_linear_layer_by_gram_matrices_or_one_sample_at_a_time(t, monkeypatch)
     torch.testing.assert_close(dots, (per * d.double()).sum((1, 2)), rtol=1e-12, atol=1e-12)
 
 
+def _tiny_qwen_double(tokenizer, processor, records):
+    """The tiny Qwen2-VL in float64 and a batch of three samples with an image and one without."""
+    model = presets.build(TINY, tokenizer).double().eval()
+    batch = collate.Collator(tokenizer, processor)([records[0], {**records[1], "image": None}, records[2], records[3]])
+    return model, {k: v.double() if torch.is_floating_point(v) else v for k, v in batch.items()}
+
+
 @pytest.mark.parametrize("gram", [True, False])
 def test_tiny_qwen_with_the_merger_and_a_text_only_sample(tokenizer, processor, records, gram, monkeypatch):
     monkeypatch.setattr(ghost, "use_gram", lambda *shape: gram)
-    model = presets.build(TINY, tokenizer).double().eval()
-    col = collate.Collator(tokenizer, processor)
-    batch = col([records[0], {**records[1], "image": None}, records[2], records[3]])
-    batch = {k: v.double() if torch.is_floating_point(v) else v for k, v in batch.items()}
+    model, batch = _tiny_qwen_double(tokenizer, processor, records)
     with train.frozen_vision(model):
         params = [p for p in model.parameters() if p.requires_grad]
         assert any("merger" in n for n, p in model.named_parameters() if p.requires_grad)
@@ -87,10 +91,7 @@ def test_the_sketch_from_the_ghost_pass_is_the_held_gradients_sketch(tokenizer, 
     """Every layer kind (merger rows by image, embedding rows, norms, linear layers a sample or a batch at a time)
     adds its part to the count sketch as if every g_i had been held, in float64."""
     monkeypatch.setattr(ghost, "CHUNK_BYTES", chunk)
-    model = presets.build(TINY, tokenizer).double().eval()
-    col = collate.Collator(tokenizer, processor)
-    batch = col([records[0], {**records[1], "image": None}, records[2], records[3]])
-    batch = {k: v.double() if torch.is_floating_point(v) else v for k, v in batch.items()}
+    model, batch = _tiny_qwen_double(tokenizer, processor, records)
     with train.frozen_vision(model):
         params = [p for p in model.parameters() if p.requires_grad]
         bound = Sketch(dim=512, seed=3).bind(params)

@@ -88,7 +88,7 @@ def read_scores(out) -> pd.DataFrame:
     if not man.exists():
         raise ValueError(f"{out} has no manifest ({man.name}): scoring did not finish; rerun it (finished "
                          "parts are reused)")
-    m = json.loads(man.read_text())
+    m = read_manifest(out)
     digest = hashlib.sha256(out.read_bytes()).hexdigest() if out.exists() else None
     if digest != m["sha256"]:
         raise ValueError(f"{out} does not match its manifest (sha256 {digest} ≠ {m['sha256']}): it was "

@@ -16,22 +16,20 @@ how Δ_i is formed:
 `Step()` is the step the project scores with (`DEFAULT`); `PAPER` is the paper's plain first-order SGD utility.
 In a config or a notebook's parameters the fields are `step_method`, `step_optimizer`, `step_lr`, … (`from_params`).
 """
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 
-from ost.runs.settings import typed
+from ost.runs.settings import _Stage
 
 METHODS = ("first_order", "exact")
 OPTIMIZERS = ("sgd", "adam")
 
 
-PREFIX = "step_"     # a field's name in configs/*.yaml and the notebooks' parameters: step_lr, step_normalize, …
-
-
 @dataclass(frozen=True)
-class Step:
+class Step(_Stage):
     """One simulated step. The defaults are the project's choice: the warm-up's own Adam step, both sides at unit
     length. Chosen on the main pool with a competent proxy and checked unchanged on a second pool with two noise
     kinds it never had (`make step-variants`; docs/step_choice.md has the table)."""
+    PREFIX = "step_"    # its fields in configs/*.yaml and the notebooks' parameters: step_lr, step_normalize, …
     method: str = "first_order"
     optimizer: str = "adam"
     lr: float = 1e-4
@@ -55,26 +53,6 @@ class Step:
         if unknown:
             raise TypeError(f"unknown Step setting(s) {sorted(unknown)}; known: {sorted(known)}")
         return cls(**d)
-
-    @classmethod
-    def names(cls) -> list:
-        """The fields' names in a config or a notebook's parameters."""
-        return [PREFIX + f.name for f in fields(cls)]
-
-    @classmethod
-    def from_params(cls, params) -> "Step":
-        """The step from a flat mapping that may hold other stages' keys too (configs/main.yaml, a notebook's
-        globals()): its `step_*` keys, typed as `ost.runs.settings` types every stage; a key not given keeps the
-        default's value."""
-        return cls(**{f.name: typed(cls, f.name, params[PREFIX + f.name]) for f in fields(cls)
-                      if PREFIX + f.name in params})
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-    def as_params(self) -> dict:
-        """The step as `step_*` keys (what `from_params` reads)."""
-        return {PREFIX + k: v for k, v in asdict(self).items()}
 
     def with_(self, **changes) -> "Step":
         return replace(self, **changes)

@@ -33,17 +33,24 @@ def typed(cls, name: str, value):
 
 
 class _Stage:
+    PREFIX = ""       # what a field's name takes in a config or a notebook's parameters (the step's: "step_")
+
     @classmethod
     def names(cls) -> list:
-        return [f.name for f in fields(cls)]
+        return [cls.PREFIX + f.name for f in fields(cls)]
 
     @classmethod
     def from_params(cls, params) -> "_Stage":
         """The stage's settings from a flat mapping that may hold other stages' keys too (they are ignored)."""
-        return cls(**{name: typed(cls, name, params[name]) for name in cls.names() if name in params})
+        return cls(**{f.name: typed(cls, f.name, params[cls.PREFIX + f.name]) for f in fields(cls)
+                      if cls.PREFIX + f.name in params})
 
     def as_dict(self) -> dict:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+    def as_params(self) -> dict:
+        """The settings under the names `from_params` reads."""
+        return {self.PREFIX + k: v for k, v in self.as_dict().items()}
 
 
 @dataclass(frozen=True)
