@@ -32,6 +32,7 @@ from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
 from ost.data import schema
+from ost.method import one_step
 from ost.method.step import DEFAULT, PAPER, Step
 from ost.models import base, collate, presets, train
 from ost.runs import paths
@@ -162,9 +163,9 @@ def main(argv=None):
             clock = Clock()
             batches = collate.batches(pool, col, args.batch_size)
             collate_s = clock.read()[0]
-            scored = step.with_(method="first_order").score(
-                model, tqdm(batches, desc="first-order", leave=False), val, collate.per_sample_loss,
-                warm_state=log["adam_state"])
+            scored = one_step.utilities(model, tqdm(batches, desc="first-order", leave=False), val,
+                                        collate.per_sample_loss, step.with_(method="first_order"),
+                                        warm_state=log["adam_state"])
             fast = scored.utility.numpy()
             wall, cpu = clock.read()
             r = {"first_order_seconds": wall, "first_order_cpu_seconds": cpu, "collate_seconds": collate_s,
@@ -172,9 +173,9 @@ def main(argv=None):
             print(f"[{name}] exact on {len(exact_idx)} samples", flush=True)
             sub = pool.select(exact_idx.tolist())
             clock = Clock()
-            exact = step.with_(method="exact").utility(
+            exact = one_step.utilities(
                 model, tqdm(collate.batches(sub, col, args.batch_size), desc="exact", leave=False), val,
-                collate.per_sample_loss, warm_state=log["adam_state"]).numpy()
+                collate.per_sample_loss, step.with_(method="exact"), warm_state=log["adam_state"]).utility.numpy()
             r["exact_seconds_per_sample"] = clock.read()[0] / len(exact_idx)
             r["spearman_fast_exact"] = float(spearmanr(fast[exact_idx], exact)[0])
             r["n_exact"] = len(exact_idx)

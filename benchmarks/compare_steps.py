@@ -24,7 +24,7 @@ from sklearn.metrics import roc_auc_score
 
 from ost.data import pool, schema
 from ost.experiments import sft_grid
-from ost.method import select
+from ost.method import one_step, select
 from ost.method.step import Step
 from ost.models import base, collate, train
 from ost.runs import paths
@@ -58,8 +58,8 @@ def score_variants(model, tok, proc, log, scored, val_b, names, cache: Path | No
             if name in frame:
                 continue
             start = time.perf_counter()
-            frame[name] = VARIANTS[name].utility(model, train_b, val_b, collate.per_sample_loss,
-                                                 warm_state=log["adam_state"]).numpy()
+            frame[name] = one_step.utilities(model, train_b, val_b, collate.per_sample_loss, VARIANTS[name],
+                                             warm_state=log["adam_state"]).utility.numpy()
             seconds[name] = time.perf_counter() - start
             print(f"scored {name}: {seconds[name]:.0f} s", flush=True)
             if cache:

@@ -199,8 +199,8 @@ def main(argv=None):
         out["library_first_order_seconds_per_1000"] = (time.perf_counter() - start) / len(scored) * 1000
         out["spearman_warm_adam_vs_library"] = float(spearmanr(scores["warm_adam"], lib)[0])
         start = time.perf_counter()      # the default step through the library: every g_i from one pass per batch
-        lib_default = DEFAULT.score(model, collate.batches(scored, col, 32), val_b, collate.per_sample_loss,
-                                    warm_state=log["adam_state"])
+        lib_default = one_step.utilities(model, collate.batches(scored, col, 32), val_b, collate.per_sample_loss,
+                                         DEFAULT, warm_state=log["adam_state"])
         out["library_default_seconds_per_1000"] = (time.perf_counter() - start) / len(scored) * 1000
         out["library_default_path"] = lib_default.path
         lib_default = lib_default.utility.numpy()
@@ -213,8 +213,8 @@ def main(argv=None):
                            ("exact_warm_adam", plain),
                            ("exact_default", DEFAULT.with_(method="exact", lr=args.step_lr))):
             start = time.perf_counter()
-            exact[name] = step.utility(model, collate.batches(few, col, 32), val_b, collate.per_sample_loss,
-                                       warm_state=log["adam_state"]).numpy()
+            exact[name] = one_step.utilities(model, collate.batches(few, col, 32), val_b, collate.per_sample_loss,
+                                             step, warm_state=log["adam_state"]).utility.numpy()
             out[f"{name}_seconds_per_1000"] = (time.perf_counter() - start) / len(few) * 1000
     noise, ids = np.asarray(scored["noise"]), list(scored["id"])
     n = len(few)

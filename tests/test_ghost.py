@@ -80,8 +80,8 @@ def test_the_default_step_goes_the_ghost_way_and_matches_the_held_per_sample_gra
     train_b, val_b = [col(records[:4]), col(records[4:6])], [col(records[10:14])]
     step = DEFAULT.with_(optimizer="sgd", lr=1e-3)
     with train.frozen_vision(model):
-        light = step.score(model, train_b, val_b, collate.per_sample_loss)
-        held = step.score(model, train_b, val_b, collate.per_sample_loss, backend="per_sample")
+        light = one_step.utilities(model, train_b, val_b, collate.per_sample_loss, step)
+        held = one_step.utilities(model, train_b, val_b, collate.per_sample_loss, step, backend="per_sample")
     assert (light.path, held.path) == ("ghost", "per_sample")
     torch.testing.assert_close(light.utility, held.utility, rtol=1e-4, atol=1e-9)
 

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import ost
-from ost.method import score
+from ost.method import one_step, score
 from ost.method.step import DEFAULT, PAPER, Step
 from ost.runs.paths import NOTEBOOKS
 
@@ -22,6 +22,8 @@ def test_bad_settings_are_refused_by_name():
     with pytest.raises(TypeError, match="unknown Step setting.*'step_lr'"):
         Step.from_dict({"step_lr": 1e-4})
     assert Step.from_dict(DEFAULT.as_dict()) == DEFAULT
+    with pytest.raises(TypeError, match="Step.from_dict"):     # the object travels down, a dict is not re-read
+        score.score_pool(None, None, None, None, None, "unused.parquet", step=DEFAULT.as_dict())
 
 
 def test_adam_state_follows_continue_warmup():
@@ -33,14 +35,14 @@ def test_adam_state_follows_continue_warmup():
         Step().adam_state(None)
 
 
-def test_utility_is_one_step_utility_with_these_settings():
+def test_utilities_of_a_step_are_one_step_utility_with_its_settings():
     torch.manual_seed(0)
     model = nn.Linear(3, 1).double()
     x, y = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
     loss = lambda m, b: (m(b[0]).squeeze(-1) - b[1]) ** 2
     step = Step(optimizer="sgd", lr=0.1, normalize=True, unit_val=False)
     want = ost.one_step_utility(model, [(x, y)], [(x, y)], loss, lr=0.1, normalize=True)
-    torch.testing.assert_close(step.utility(model, [(x, y)], [(x, y)], loss), want)
+    torch.testing.assert_close(one_step.utilities(model, [(x, y)], [(x, y)], loss, step).utility, want)
 
 
 def _notebook_parameters(name):

@@ -125,7 +125,7 @@ def test_first_order_sgd_matches_autograd(mlp_setup, backend):
     gval, gis = brute_grads(model, train, val, mse)
     want = torch.stack([0.1 * gval @ g for g in gis])
     got = one_step_utility(model, train, val, mse, lr=0.1, backend=backend)
-    assert PAPER.with_(lr=0.1).score(model, train, val, mse, backend=backend).path == backend
+    assert one_step.utilities(model, train, val, mse, PAPER.with_(lr=0.1), backend=backend).path == backend
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
@@ -218,7 +218,7 @@ def test_qwen_first_order_matches_autograd(qwen):
     model, train, val = qwen
     gval, gis = brute_grads(model, train, val, collate.per_sample_loss)
     want = torch.stack([0.1 * gval @ g for g in gis]).double()
-    scored = PAPER.with_(lr=0.1).score(model, train, val, collate.per_sample_loss)
+    scored = one_step.utilities(model, train, val, collate.per_sample_loss, PAPER.with_(lr=0.1))
     got = scored.utility
     assert scored.path == "jvp"                    # forward mode works (SDPA in its math form)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
@@ -311,7 +311,7 @@ def test_normalized_first_order_on_tiny_qwen_matches_the_exact_step(qwen, backen
         flat = lambda gs: torch.cat([g.reshape(-1) for g in gs])
         gval = flat(one_step.val_gradient(model, val, loss))
         gis = [flat(one_step._grads(li, params, retain_graph=True)) for b in train for li in loss(model, b)]
-        scored = PAPER.with_(lr=1e-4, normalize=True).score(model, train, val, loss, backend=backend)
+        scored = one_step.utilities(model, train, val, loss, PAPER.with_(lr=1e-4, normalize=True), backend=backend)
         fast = scored.utility
         assert scored.path == backend
         exact = one_step_utility(model, train, val, loss, lr=1e-4, normalize=True, method="exact")
@@ -319,7 +319,7 @@ def test_normalized_first_order_on_tiny_qwen_matches_the_exact_step(qwen, backen
     torch.testing.assert_close(fast, want, rtol=1e-4, atol=1e-9)
     torch.testing.assert_close(exact, fast, rtol=0.05, atol=1e-7)
     with pytest.warns(UserWarning, match="'ghost' failed"):   # the tower's Conv3d has no rule: the loop
-        scored = PAPER.with_(lr=1e-4, normalize=True).score(model, train, val, loss)
+        scored = one_step.utilities(model, train, val, loss, PAPER.with_(lr=1e-4, normalize=True))
     assert scored.path == "jvp" and torch.isfinite(scored.utility).all()
 
 
@@ -343,9 +343,9 @@ def test_the_default_step_on_tiny_qwen_fast_against_exact(qwen):
     loss = collate.per_sample_loss
     warm, state = warmed_adam(model, train, loss, steps=30, lr=1e-3)   # v ≫ g²: the linear form holds
     with frozen_vision(warm):
-        scored = DEFAULT.score(warm, train, val, loss, warm_state=state)
+        scored = one_step.utilities(warm, train, val, loss, DEFAULT, warm_state=state)
         fast = scored.utility
         assert scored.path == "ghost"
-        exact = DEFAULT.with_(method="exact").utility(warm, train, val, loss, warm_state=state)
+        exact = one_step.utilities(warm, train, val, loss, DEFAULT.with_(method="exact"), warm_state=state).utility
     assert spearmanr(fast.numpy(), exact.numpy()).statistic >= 0.99
     torch.testing.assert_close(exact, fast, rtol=0.1, atol=1e-8)

@@ -7,6 +7,7 @@ single sample, evaluate the plain mean validation answer loss, and put the weigh
 import pandas as pd
 import torch
 
+from ost.method import one_step
 from ost.method.step import DEFAULT
 from ost.models import collate, train
 
@@ -31,12 +32,10 @@ def step_effect(model, tok, proc, samples, validation, *, step=DEFAULT, warm_sta
     col = collate.Collator(tok, proc)
     before = validation_loss(model, tok, proc, validation, batch_size=batch_size)
     with train.frozen_vision(model):
-        drop = step.with_(method="exact", unit_val=False).utility(
-            model, collate.batches(samples, col, batch_size), collate.batches(validation, col, batch_size),
-            collate.per_sample_loss, warm_state=warm_state)
-        utility = step.with_(method="first_order").utility(
-            model, collate.batches(samples, col, batch_size), collate.batches(validation, col, batch_size),
-            collate.per_sample_loss, warm_state=warm_state)
+        drop, utility = (one_step.utilities(model, collate.batches(samples, col, batch_size),
+                                            collate.batches(validation, col, batch_size), collate.per_sample_loss,
+                                            s, warm_state=warm_state).utility
+                         for s in (step.with_(method="exact", unit_val=False), step.with_(method="first_order")))
     drop = drop.numpy()
     return pd.DataFrame({"before": before, "after": before - drop, "drop": drop, "utility": utility.numpy()},
                         index=list(samples["id"]))

@@ -23,6 +23,7 @@ from torch.func import functional_call, jvp
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ost.method import ghost, per_sample
+from ost.method.step import DEFAULT, Step
 
 BACKENDS = ("jvp", "double_backward", "loop", "per_sample", "ghost")
 
@@ -39,25 +40,30 @@ def one_step_utility(model, train_batches, val_batches, loss_fn, *, lr, method="
                      adam_state=None, normalize=False, unit_val=False, backend="auto", val_grad=None,
                      return_loss=False, sketch=None):
     """The formula's own entry point, with loose settings that default to the paper's plain step (the settings of
-    `ost.method.step.PAPER`; a test holds the two together); the pipeline calls `Step.score`, which gives
-    `utilities` its Step's settings. Returns the utility tensor, or with `return_loss` (utility, loss), and with a
-    sketch its features last."""
-    r = utilities(model, train_batches, val_batches, loss_fn, lr=lr, method=method, optimizer=optimizer,
-                  adam_state=adam_state, normalize=normalize, unit_val=unit_val, backend=backend, val_grad=val_grad,
-                  sketch=sketch)
+    `ost.method.step.PAPER`; a test holds the two together): they make the `Step` that `utilities` takes (an Adam
+    step without `adam_state` starts fresh). Returns the utility tensor, or with `return_loss` (utility, loss), and
+    with a sketch its features last."""
+    if optimizer == "sgd" and adam_state is not None:
+        raise ValueError("adam_state is only used with optimizer='adam'")
+    step = Step(method=method, optimizer=optimizer, lr=lr, normalize=normalize, unit_val=unit_val,
+                continue_warmup=adam_state is not None)
+    r = utilities(model, train_batches, val_batches, loss_fn, step, warm_state=adam_state, backend=backend,
+                  val_grad=val_grad, sketch=sketch)
     out = (r.utility, r.loss) if return_loss else (r.utility,)
     out += (r.features,) if sketch is not None else ()
     return out if len(out) > 1 else out[0]
 
 
-def utilities(model, train_batches, val_batches, loss_fn, *, lr, method, optimizer, normalize, unit_val,
-              adam_state=None, backend="auto", val_grad=None, sketch=None) -> Utilities:
+def utilities(model, train_batches, val_batches, loss_fn, step: Step = DEFAULT, *, warm_state=None, backend="auto",
+              val_grad=None, sketch=None) -> Utilities:
     """Utility of every training sample, in iteration order, as a float64 tensor of shape (N,), with each
-    sample's loss, its sketch if asked for, and the path taken (`Utilities`).
+    sample's loss, its sketch if asked for, and the path taken (`Utilities`). `step` (an `ost.method.step.Step`, checked
+    when it was made) says which step is simulated; `warm_state` is the warm-up's Adam state_dict, which a step that
+    continues the warm-up starts from (`Step.adam_state`).
 
     loss_fn(model, batch) → per-sample losses (B,). L_val weighs every validation sample equally.
     optimizer="sgd": Δ_i = −lr·g_i. optimizer="adam": one torch.optim.Adam step with this lr from
-    `adam_state` (the state_dict of an Adam over `model.parameters()`), or from a fresh state if None.
+    the warm-up's state (the state_dict of an Adam over `model.parameters()`), or from a fresh state.
 
     First-order Adam. Continuing state (m, v, t) per tensor, with t' = t + 1, the exact step is
         Δ_i = −lr/(1−β1^t') · m_i / (√(v_i/(1−β2^t')) + eps),
@@ -90,15 +96,10 @@ def utilities(model, train_batches, val_batches, loss_fn, *, lr, method, optimiz
     sketch (an `ost.method.sketch.Sketch`; first order, normalize, the ghost or per-sample backend): also the
     (N, dim) sketch of every D^(-1/2) g_i / ‖g_i‖ from the same pass.
     """
-    if method not in ("first_order", "exact"):
-        raise ValueError(f"method must be 'first_order' or 'exact', not {method!r}")
-    if optimizer not in ("sgd", "adam"):
-        raise ValueError(f"optimizer must be 'sgd' or 'adam', not {optimizer!r}")
-    if optimizer == "sgd" and adam_state is not None:
-        raise ValueError("adam_state is only used with optimizer='adam'")
+    method, lr, normalize, unit_val = step.method, step.lr, step.normalize, step.unit_val
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
-    adam = _adam_states(model, params, adam_state) if optimizer == "adam" else None
+    adam = _adam_states(model, params, step.adam_state(warm_state)) if step.optimizer == "adam" else None
     val = list(val_batches)
     modes = [(m, m.training) for m in model.modules()]
     # tensors a forward caches on a module (Qwen2-VL's rope_deltas): under jvp they would be left as

@@ -111,8 +111,9 @@ def score_samples(model, tok, proc, samples, validation, *, step=DEFAULT, warm_s
     `ost.method.coverage`."""
     col = collate.Collator(tok, proc)
     with train.frozen_vision(model):
-        out = step.score(model, collate.batches(samples, col, batch_size), collate.batches(validation, col, batch_size),
-                         collate.per_sample_loss, warm_state=warm_state, sketch=sketch)
+        out = one_step.utilities(model, collate.batches(samples, col, batch_size),
+                                 collate.batches(validation, col, batch_size), collate.per_sample_loss, step,
+                                 warm_state=warm_state, sketch=sketch)
         u, loss = out.utility, out.loss
         if sketch is not None:
             val_feats = one_step.gradient_features(model, collate.batches(validation, col, batch_size),
@@ -144,7 +145,8 @@ def gradient_norms(model, tok, proc, samples, *, batch_size=32) -> pd.Series:
 def _score_rows(model, col, samples, val, batch_size, freeze_vision, step, warm_state, val_grad):
     batches = [col(samples[i:i + batch_size]) for i in range(0, len(samples), batch_size)]
     with train.frozen_vision(model, freeze_vision):
-        return step.score(model, batches, val, collate.per_sample_loss, warm_state=warm_state, val_grad=val_grad)
+        return one_step.utilities(model, batches, val, collate.per_sample_loss, step, warm_state=warm_state,
+                                  val_grad=val_grad)
 
 
 def _score_part(model, col, samples, status, val, batch_size, freeze_vision, max_length, step, warm_state,
@@ -196,6 +198,8 @@ def score_pool(model, tokenizer, processor, pool, validation, out, *, step=DEFAU
     is set before each part (so a resumed part is the one an uninterrupted run makes) and recorded,
     with the settings and counts, in the file's metadata and in `<out>.manifest.json`.
     """
+    if not isinstance(step, Step):
+        raise TypeError(f"step is an ost.Step, not {type(step).__name__} (a recorded dict: Step.from_dict(d))")
     shared = schema.overlap(pool, validation)
     if shared:
         raise ValueError(f"the validation set overlaps the pool in {len(shared)} sample(s), e.g. pool "
@@ -209,8 +213,6 @@ def score_pool(model, tokenizer, processor, pool, validation, out, *, step=DEFAU
     out = Path(out)
     parts_dir = Path(parts_dir) if parts_dir else out.with_name(out.name + ".parts")
     parts_dir.mkdir(parents=True, exist_ok=True)
-    if isinstance(step, dict):
-        step = Step.from_dict(step)
     adam_state = step.adam_state(warm_state)
     settings = dict(step=step.as_dict(), part_size=part_size, n=len(pool),
                     adam_state=adam_state is not None, freeze_vision=freeze_vision, max_length=max_length,

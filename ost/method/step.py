@@ -14,6 +14,7 @@ how Δ_i is formed:
 * `lr`: the step's learning rate (first order: a scale that does not change the ranking).
 
 `Step()` is the step the project scores with (`DEFAULT`); `PAPER` is the paper's plain first-order SGD utility.
+The object itself goes down to the formula: `ost.method.one_step.utilities(model, train, val, loss_fn, step)`.
 In a config or a notebook's parameters the fields are `step_method`, `step_optimizer`, `step_lr`, … (`from_params`).
 """
 from dataclasses import dataclass, fields, replace
@@ -65,23 +66,6 @@ class Step(_Stage):
             raise ValueError("this Step continues the warm-up's Adam state (continue_warmup=True), but no state "
                              "was given: pass the warm-up's optimizer state_dict, or use continue_warmup=False")
         return warm_state
-
-    def kwargs(self, warm_state=None) -> dict:
-        """Keyword arguments of `ost.method.one_step.one_step_utility` for this step."""
-        return dict(lr=self.lr, method=self.method, optimizer=self.optimizer, normalize=self.normalize,
-                    unit_val=self.unit_val, adam_state=self.adam_state(warm_state))
-
-    def score(self, model, train_batches, val_batches, loss_fn, *, warm_state=None, backend="auto", val_grad=None,
-              sketch=None):
-        """This step's `ost.method.one_step.Utilities` (utility, loss, features, path) of every training sample."""
-        from ost.method import one_step
-        return one_step.utilities(model, train_batches, val_batches, loss_fn, **self.kwargs(warm_state),
-                                  backend=backend, val_grad=val_grad, sketch=sketch)
-
-    def utility(self, model, train_batches, val_batches, loss_fn, *, warm_state=None, **kw):
-        """u_i of every training sample under this step, as `ost.method.one_step.one_step_utility` returns it."""
-        from ost.method.one_step import one_step_utility
-        return one_step_utility(model, train_batches, val_batches, loss_fn, **self.kwargs(warm_state), **kw)
 
     @property
     def label(self) -> str:
