@@ -5,7 +5,9 @@
 
 or one stage at a time, each reading the previous one's files from DIR: `prepare DATA (--val VAL |
 --val-fraction F) --out DIR`, `warmup --out DIR`, `score --out DIR` (the utility, then the validation shift),
-`select --fraction F [--selector NAME] [--toxic-q Q] --out DIR`. A seeded half of VAL calibrates the toxic
+`select --fraction F [--selector NAME] [--toxic-q Q] --out DIR`. Each stage is the method's own function
+(`ost.method.prepare`, `.warmup`, `.score` and `.shift`, `.subset`); this module adds the stage records
+(`ost.runs.records`) and the files a user takes away. A seeded half of VAL calibrates the toxic
 flags (`ost.method.toxic`): it joins the warm-up as DATA does, and the rest is what utility is measured on.
 DATA and VAL are a LLaVA-style JSON file, a `save_to_disk` folder or a .parquet file. A stage whose
 output is in DIR with the same settings is skipped, and scoring resumes from its finished parts, so a rerun after a
@@ -14,7 +16,8 @@ A folder or .parquet file (e.g. Geometry3K: `--columns question=problem`; its `c
 question, its `images` list stands for the image) is read by `ost.data.loaders.read_hf_dataset`.
 
 DIR/ holds: `scores.parquet` (+ manifest: every input id with a status), `shift.parquet` (each record's
-validation shift, `ost.method.shift`), `selected.json` (the kept
+validation shift, `ost.method.shift`), `subsets.parquet` (the kept ids as a boolean column over every id, as notebook
+03 keeps its subsets: `ost.method.subset.read`), `selected.json` (the kept
 records, in a LLaVA input's own format, image paths valid from DIR; for a folder or parquet input, the
 kept ids, with the kept rows in `selected.parquet`, same columns), `calibration.parquet` (the calibration records'
 utility and loss), `toxic.csv` (id, utility, loss, shift, p, rank, signal, reason: the flagged records, most
@@ -22,7 +25,6 @@ suspicious first; `ost.method.toxic`), `report.json` (counts, the selector, the 
 thresholds, seconds per stage, settings).
 """
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -35,130 +37,36 @@ import numpy as np
 import pandas as pd
 
 from ost import runs
-from ost.data import loaders, schema, validate
-from ost.method import coverage, score, shift, toxic
+from ost.data import loaders, validate
+from ost.method import coverage, prepare, score, select, shift, subset, toxic
 from ost.method import warmup as warmup_stage
 from ost.method.step import DEFAULT
 from ost.models import presets, train
-from ost.runs.settings import SFT, Warmup
+from ost.runs import records
+from ost.runs.settings import SFT, Selection, Warmup
 
 WARMUP = Warmup()  # the notebooks' stage-01 defaults (ost.runs.settings)
 COMPETENT = 0.5     # validation exact match below which the summary says not to trust the ranking
-
-
-def _settings(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
-ARTIFACTS = {"prepare": ("prepared",), "warmup": ("proxy", "adam_state.pt"),
-             "score": (score.manifest_path("scores.parquet").name, "calibration.parquet"),
-             "shift": ("shift.parquet",)}
-
-
-def _done(out: Path, stage: str, settings: dict) -> bool:
-    """Whether `stage` already ran in `out` with these settings (its record is written last) and its outputs
-    are all there: a record copied without them (a folder committed without its weights) does not count."""
-    return (_settings(out / f"{stage}.json").get("settings") == settings
-            and all((out / name).exists() for name in ARTIFACTS[stage]))
-
-
-def _record(out: Path, stage: str, settings: dict, seconds: float, **extra):
-    runs.replace_text(out / f"{stage}.json", json.dumps({"settings": settings, "seconds": seconds, **extra},
-                                                        indent=1, default=str))
-
-
-def _fingerprint(path) -> str | None:
-    """A file's sha256, or a folder's hash of every file's name, size and mtime: an input edited in place is
-    prepared again (and everything after it), not taken as done because its path is the same."""
-    if path is None:
-        return None
-    path = Path(path)
-    h = hashlib.sha256()
-    if not path.is_dir():
-        with open(path, "rb") as f:
-            return hashlib.file_digest(f, "sha256").hexdigest()[:20]     # streamed: DATA may be large
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        st = f.stat()
-        h.update(f"{f.relative_to(path)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:20]
-
-
-def prepare(data_path, out, *, val=None, val_fraction=None, final_pattern=None, columns=None, seed=0,
-            calibration_fraction=toxic.CALIBRATION_FRACTION) -> dict:
-    """Load DATA (and VAL), check them, carve a validation slice if asked; DIR/prepared/ is the pool.
-    `columns` maps schema fields to a folder's or parquet file's columns ({"question": "problem"}).
-    A seeded `calibration_fraction` of the validation set becomes the calibration set of the toxic flags
-    (`ost.method.toxic.split_calibration`): it joins the warm-up, the rest is what utility is measured on."""
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    settings = dict(data=str(Path(data_path).resolve()), val=str(Path(val).resolve()) if val else None,
-                    val_fraction=val_fraction, final_pattern=final_pattern, columns=columns, seed=seed,
-                    calibration_fraction=calibration_fraction, contents=[_fingerprint(data_path), _fingerprint(val)])
-    if _done(out, "prepare", settings):
-        return _settings(out / "prepare.json")
-    if (val is None) == (val_fraction is None):
-        raise ValueError("give a validation set (--val VAL) or carve one from DATA (--val-fraction 0.05)")
-    start = time.perf_counter()
-    kw = dict(on_error="skip", final_pattern=final_pattern, **({"columns": columns} if columns else {}))
-    pool = loaders.load_any(data_path, **kw)
-    if val is not None:
-        validation = loaders.load_any(val, **kw)
-    else:
-        ok = [i for i, s in enumerate(pool["status"]) if s == "ok"]
-        keys = pd.Series([schema.content_key(pool[i]) for i in ok])
-        unique = [i for i, dup in zip(ok, keys.duplicated(keep=False)) if not dup]    # a copy would stay in the pool
-        n = max(1, round(val_fraction * len(ok)))
-        if n >= len(unique):
-            raise ValueError(f"--val-fraction {val_fraction} asks for {n} of {len(unique)} usable records with "
-                             "no copy in DATA: too few left to warm and score")
-        picked = set(np.random.default_rng(seed).choice(unique, n, replace=False).tolist())
-        validation = pool.select(sorted(picked))
-        pool = pool.select([i for i in range(len(pool)) if i not in picked])
-    bad = [(i, s) for i, s in zip(validation["id"], validation["status"]) if s != "ok"]
-    if bad:
-        validation = validation.select([i for i, s in enumerate(validation["status"]) if s == "ok"])
-    shared = schema.overlap(pool, validation)
-    if shared:
-        raise ValueError(f"the validation set shares {len(shared)} record(s) with DATA (pool id = validation id: "
-                         f"{', '.join(f'{a} = {b}' for a, b in shared[:5])}): remove them from one of the two")
-    validation, calibration = toxic.split_calibration(validation, calibration_fraction, seed)
-    datasets.DatasetDict({"pool": pool, "validation": validation, "calibration": calibration}).save_to_disk(
-        str(out / "prepared"))
-    counts = pd.Series(pool["status"]).value_counts().sort_index().to_dict()
-    no_final = sum(1 for s, f in zip(pool["status"], pool["final"]) if s == "ok" and not f)
-    report = dict(pool=len(pool), validation=len(validation), calibration=len(calibration), status=counts,
-                  no_final=no_final,
-                  validation_dropped=[list(b) for b in bad],
-                  validation_source="VAL" if val else f"a seeded {val_fraction:.0%} of DATA's usable records "
-                                                      "(a validation set should be clean: check it)")
-    _record(out, "prepare", settings, time.perf_counter() - start, report=report)
-    return _settings(out / "prepare.json")
-
-
-def _prepared(out: Path) -> datasets.DatasetDict:
-    if not (out / "prepare.json").exists():
-        raise FileNotFoundError(f"{out} holds no prepared data: run `python -m ost prepare DATA --val VAL "
-                                f"--out {out}` (or `python -m ost run …`) first")
-    return datasets.load_from_disk(str(out / "prepared"))
+OUTPUTS = {"warmup": (warmup_stage.PROXY, warmup_stage.ADAM_STATE),          # what each stage leaves in DIR
+           "score": (score.manifest_path("scores.parquet").name, "calibration.parquet"), "shift": ("shift.parquet",)}
 
 
 def warmup(out, warm_up: Warmup = WARMUP) -> dict:
     """Warm the proxy on DATA's usable records (a seeded `warmup_fraction` of them), as notebook 01 warms it
     (`ost.runs.settings.Warmup`); DIR/proxy + Adam state."""
     out = Path(out)
-    settings = dict(warm_up.as_dict(), prepared=_settings(out / "prepare.json").get("settings"))
-    if _done(out, "warmup", settings):
-        return _settings(out / "warmup.json")
-    dd = _prepared(out)
+    settings = dict(warm_up.as_dict(), prepared=records.settings_of(out, "prepare"))
+    if records.done(out, "warmup", settings, OUTPUTS["warmup"]):
+        return records.read(out, "warmup")
+    dd = prepare.load(out)
     start = time.perf_counter()
     warmed = warmup_stage.warm_up(dd, warm_up, progress=True)          # as notebook 01 warms it
     val = dd["validation"].filter(lambda f: bool(f), input_columns="final")
     ev = train.evaluate(warmed.model, warmed.tokenizer, warmed.processor, val) if len(val) else None
     warmup_stage.save(warmed, out)
-    _record(out, "warmup", settings, time.perf_counter() - start,
-            n_warm=len(warmed.warm_ids) + len(warmed.calibration_ids), steps=warmed.log["steps"],
-            val_loss=ev["loss"] if ev else None, val_accuracy=ev["accuracy"] if ev else None)
-    return _settings(out / "warmup.json")
+    return records.write(out, "warmup", settings, time.perf_counter() - start,
+                         n_warm=len(warmed.warm_ids) + len(warmed.calibration_ids), steps=warmed.log["steps"],
+                         val_loss=ev["loss"] if ev else None, val_accuracy=ev["accuracy"] if ev else None)
 
 
 def score_stage(out, *, batch_size=32, part_size=256, max_length=None) -> dict:
@@ -166,12 +74,12 @@ def score_stage(out, *, batch_size=32, part_size=256, max_length=None) -> dict:
     the calibration records the same way (DIR/calibration.parquet: the clean reference of the toxic flags)."""
     out = Path(out)
     settings = dict(step=DEFAULT.as_dict(), batch_size=batch_size, part_size=part_size, max_length=max_length,
-                    warmup=_settings(out / "warmup.json").get("settings"))
-    if _done(out, "score", settings):
-        return _settings(out / "score.json")
-    if not (out / "warmup.json").exists():
+                    warmup=records.settings_of(out, "warmup"))
+    if records.done(out, "score", settings, OUTPUTS["score"]):
+        return records.read(out, "score")
+    if not records.read(out, "warmup"):
         raise FileNotFoundError(f"{out} holds no warmed proxy: run `python -m ost warmup --out {out}` first")
-    dd = _prepared(out)
+    dd = prepare.load(out)
     proxy = warmup_stage.load(out, device=score.device_for())   # a GPU when there is one
     model, tok, proc, state = proxy.model, proxy.tokenizer, proxy.processor, proxy.adam_state
     start = time.perf_counter()
@@ -181,28 +89,27 @@ def score_stage(out, *, batch_size=32, part_size=256, max_length=None) -> dict:
     ref = toxic.reference(model, tok, proc, dd["calibration"], dd["validation"], step=DEFAULT, warm_state=state,
                           batch_size=batch_size)
     ref.rename_axis("id").reset_index().to_parquet(out / "calibration.parquet", index=False)
-    _record(out, "score", settings, time.perf_counter() - start, status=frame["status"].value_counts().to_dict(),
-            paths=score.read_manifest(out / "scores.parquet")["paths"])   # how it was scored (ghost unless a layer had
-                                                                          # no rule)
-    return _settings(out / "score.json")
+    return records.write(out, "score", settings, time.perf_counter() - start,
+                         status=frame["status"].value_counts().to_dict(),
+                         paths=score.read_manifest(out / "scores.parquet")["paths"])   # how it was scored (ghost
+                                                                                       # unless a layer had no rule)
 
 
 def shift_stage(out) -> dict:
     """DIR/shift.parquet: each usable record's validation shift (`ost.method.shift`), from the warmed proxy
     fine-tuned on VAL in the SFT regime (`ost.runs.settings.SFT`); the default selector's harm rank reads it."""
     out = Path(out)
-    settings = dict(regime=SFT().as_dict(), warmup=_settings(out / "warmup.json").get("settings"),
-                    score=_settings(out / "score.json").get("settings"))
-    if _done(out, "shift", settings):
-        return _settings(out / "shift.json")
-    dd = _prepared(out)
+    settings = dict(regime=SFT().as_dict(), warmup=records.settings_of(out, "warmup"),
+                    score=records.settings_of(out, "score"))
+    if records.done(out, "shift", settings, OUTPUTS["shift"]):
+        return records.read(out, "shift")
+    dd = prepare.load(out)
     model, tok, proc = presets.load(out / warmup_stage.PROXY)
     status = score.read_scores(out / "scores.parquet").set_index("id")["status"]
     start = time.perf_counter()
     frame = shift.validation_shift(model, tok, proc, dd["pool"], dd["validation"], statuses=status, progress=True)
     frame.reset_index().to_parquet(out / "shift.parquet", index=False)
-    _record(out, "shift", settings, time.perf_counter() - start, negative=int((frame["shift"] < 0).sum()))
-    return _settings(out / "shift.json")
+    return records.write(out, "shift", settings, time.perf_counter() - start, negative=int((frame["shift"] < 0).sum()))
 
 
 def _selected_records(source: Path, ids: set, out: Path):
@@ -226,15 +133,17 @@ def _selected_records(source: Path, ids: set, out: Path):
     return {"source": str(source), "rows": "selected.parquet", "ids": sorted(ids)}
 
 
-def select_stage(out, *, fraction=0.2, selector=coverage.DEFAULT, seed=0, flag: toxic.Flag = toxic.Flag()) -> dict:
-    """selected.json, toxic.csv and report.json from DIR/scores.parquet, shift.parquet and calibration.parquet."""
+def select_stage(out, *, fraction=0.2, selection: Selection = Selection(), flag: toxic.Flag = toxic.Flag()) -> dict:
+    """subsets.parquet (the kept ids, as notebook 03 keeps its subsets), selected.json, toxic.csv and report.json
+    from DIR/scores.parquet, shift.parquet and calibration.parquet."""
     out = Path(out)
-    frame = score.read_scores(out / "scores.parquet").set_index("id")
-    if (out / "shift.parquet").exists():
-        frame = frame.join(pd.read_parquet(out / "shift.parquet").set_index("id")[["shift"]])
+    shift_file = out / "shift.parquet"
+    frame = subset.read_scored(out / "scores.parquet", shift_file if shift_file.exists() else None)
     ok = frame[frame["status"] == "ok"]
-    kept = coverage.choose(ok.reset_index(), fraction, selector, seed=seed)
-    source = Path(_settings(out / "prepare.json")["settings"]["data"])
+    kept = subset.choose(frame, fraction, selection)
+    subset.write({select.subset_name("ost", fraction): kept}, frame.index, out / "subsets.parquet",
+                 meta=dict(fraction=fraction, **selection.as_dict()))
+    source = Path(records.settings_of(out, "prepare")["data"])
     runs.replace_text(out / "selected.json", json.dumps(_selected_records(source, set(kept), out), indent=1))
     ref = pd.read_parquet(out / "calibration.parquet").set_index("id")
     flags = toxic.flag(ok, ref, flag)
@@ -242,7 +151,7 @@ def select_stage(out, *, fraction=0.2, selector=coverage.DEFAULT, seed=0, flag: 
     listed["reason"] = _reasons(listed, flag)
     listed = listed[flags["flag"]].sort_values(["rank", "id"]).reset_index()
     listed.astype({"rank": int}).to_csv(out / "toxic.csv", index=False)
-    stages = {s: _settings(out / f"{s}.json") for s in ("prepare", "warmup", "score", "shift")}
+    stages = {s: records.read(out, s) for s in ("prepare", "warmup", "score", "shift")}
     threshold = float(flags["threshold"].iloc[0]) if len(flags) else flag.q
     stated = dict(rule=flag.rule, q=flag.q, signals=list(flag.signals), calibration=len(ref), flagged=len(listed),
                   threshold_p=threshold)
@@ -252,7 +161,8 @@ def select_stage(out, *, fraction=0.2, selector=coverage.DEFAULT, seed=0, flag: 
                        utility_below=cuts["utility"], loss_above=cuts["loss"])
     report = dict(rows=len(frame), status=frame["status"].value_counts().sort_index().to_dict(),
                   selected=len(kept), fraction=fraction,
-                  selector=dict(name=selector, seed=seed, signals=["utility"] + (["shift"] if "shift" in ok else [])),
+                  selector=dict(name=selection.selector, seed=selection.selector_seed,
+                                signals=["utility"] + (["shift"] if "shift" in ok else [])),
                   toxic=stated,
                   seconds={s: v.get("seconds") for s, v in stages.items() if v},
                   settings={s: v.get("settings") for s, v in stages.items() if v},
@@ -344,12 +254,13 @@ def main(argv=None):
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     if args.command in ("run", "prepare"):
-        bad = [c for c in args.columns if c.count("=") != 1]
-        if bad:
-            parser.error(f"--columns takes FIELD=COLUMN pairs, got {bad}")
-        prepare(args.data, out, val=args.val, val_fraction=args.val_fraction, final_pattern=args.final_pattern,
-                columns=dict(c.split("=") for c in args.columns) or None, seed=args.seed,
-                calibration_fraction=args.calibration_fraction)
+        try:
+            settings = prepare.Prepare(data=args.data, val=args.val or "", val_fraction=args.val_fraction or 0.0,
+                                       final_pattern=args.final_pattern or "", columns=tuple(args.columns),
+                                       split_seed=args.seed, calibration_fraction=args.calibration_fraction)
+        except ValueError as err:
+            parser.error(str(err))
+        prepare.prepare(settings, out)
     if args.command in ("run", "warmup"):
         warmup(out, replace(WARMUP, proxy=args.proxy, warmup_fraction=args.warmup_fraction,
                             warmup_epochs=args.warmup_epochs, warmup_seed=args.seed))
@@ -359,4 +270,5 @@ def main(argv=None):
         shift_stage(out)
     if args.command in ("run", "select"):
         flag = toxic.Flag(rule=args.toxic_rule, q=args.toxic_q)
-        print(summary(select_stage(out, fraction=args.fraction, selector=args.selector, seed=args.seed, flag=flag)))
+        selection = Selection(selector=args.selector, selector_seed=args.seed)
+        print(summary(select_stage(out, fraction=args.fraction, selection=selection, flag=flag)))

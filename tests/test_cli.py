@@ -11,10 +11,12 @@ from conftest import TINY
 
 from ost import cli
 from ost.data import loaders
-from ost.method import coverage, score
+from ost.method import coverage, prepare, score, subset
 from ost.method import toxic as tox
+from ost.method.prepare import Prepare
 from ost.models import presets
-from ost.runs import paths
+from ost.runs import paths, read_meta
+from ost.runs.settings import Selection
 
 MINE = paths.FIXTURES / "llava_mine"       # 48 records ("The answer is 7.", choice letters) + 40 clean ones
 
@@ -63,10 +65,13 @@ def test_one_command_writes_every_output(mine, capsys):
     before = {p.name: p.read_bytes() for p in out.glob("*.json")}
     cli.main(args)                                               # a rerun redoes nothing and writes the same
     assert {p.name: p.read_bytes() for p in out.glob("*.json")} == before
-    top = cli.select_stage(out, fraction=0.25, selector="topk")  # the paper's rule, by name
+    top = cli.select_stage(out, fraction=0.25, selection=Selection(selector="topk"))  # the paper's rule, by name
     assert top["selector"]["name"] == "topk"
     best = frame.query("status == 'ok'").sort_values(["utility", "id"], ascending=[False, True])["id"][:12]
     assert set(loaders.load_llava_json(out / "selected.json")["id"]) == set(best)
+    member = subset.read(out / "subsets.parquet", frame["id"])      # the same subset, as notebook 03 keeps them
+    assert set(member.index[member["ost@0.25"]]) == set(best)
+    assert read_meta(out / "subsets.parquet")["selector"] == "topk"
 
 
 def test_records_kept_without_their_outputs_run_again(mine, tmp_path):
@@ -88,7 +93,7 @@ def test_records_kept_without_their_outputs_run_again(mine, tmp_path):
 
 def test_a_validation_slice_carved_from_data(mine, tmp_path):
     path, _, _ = mine
-    report = cli.prepare(path, tmp_path, val_fraction=0.25, seed=3)["report"]
+    report = prepare.prepare(Prepare(data=str(path), val_fraction=0.25, split_seed=3), tmp_path)["report"]
     assert report["pool"] == 36 and report["validation"] == report["calibration"] == 6
     assert "should be clean" in report["validation_source"]
 
@@ -96,9 +101,9 @@ def test_a_validation_slice_carved_from_data(mine, tmp_path):
 def test_mistakes_are_named(mine, tmp_path):
     path, proxy, root = mine
     with pytest.raises(ValueError, match="--val VAL"):
-        cli.prepare(path, tmp_path / "a")
+        Prepare(data=str(path))
     with pytest.raises(ValueError, match=r"shares \d+ record"):
-        cli.prepare(path, tmp_path / "b", val=path)
+        prepare.prepare(Prepare(data=str(path), val=str(path)), tmp_path / "b")
     with pytest.raises(FileNotFoundError, match="python -m ost prepare"):
         cli.warmup(tmp_path / "c")
     from ost.data import schema

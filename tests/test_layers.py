@@ -44,3 +44,9 @@ def test_the_layer_check_sees_a_violation(tmp_path):
     bad = tmp_path / "bad.py"
     bad.write_text("def f():\n    from ost.experiments import transfer\n")
     assert list(_imports(bad)) == ["experiments"]
+
+
+def test_the_users_command_imports_no_experiment():
+    """`ost` on your own data runs the method's stages: it needs nothing of the paper's experiments."""
+    used = set(_imports(paths.ROOT / "ost" / "cli.py"))
+    assert "method" in used and "experiments" not in used and "report" not in used, used

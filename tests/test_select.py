@@ -4,7 +4,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ost.method import select
+from ost import runs
+from ost.method import select, subset
+from ost.runs.settings import Selection
 
 
 @pytest.fixture
@@ -97,15 +99,16 @@ def test_label_clusters_join_the_named_columns():
         select.label_clusters(labels, "tsak")
 
 
-def test_read_subsets_checks_booleans_and_the_pool_order(tmp_path):
+def test_subsets_written_are_read_back_checked_for_booleans_and_the_pool_order(tmp_path):
     ids = [f"m{i}" for i in range(4)]
-    select.membership({"ost@0.5": ["m0", "m2"]}, ids).to_parquet(tmp_path / "s.parquet")
-    assert select.read_subsets(tmp_path / "s.parquet", ids)["ost@0.5"].tolist() == [True, False, True, False]
+    subset.write({"ost@0.5": ["m0", "m2"]}, ids, tmp_path / "s.parquet", meta={"selector": "topk"})
+    assert subset.read(tmp_path / "s.parquet", ids)["ost@0.5"].tolist() == [True, False, True, False]
+    assert runs.read_meta(tmp_path / "s.parquet") == {"selector": "topk"}
     with pytest.raises(ValueError, match="in order"):
-        select.read_subsets(tmp_path / "s.parquet", ids[::-1])
+        subset.read(tmp_path / "s.parquet", ids[::-1])
     pd.DataFrame({"ost@0.5": [0.1, 0.2]}, index=pd.Index(ids[:2], name="id")).to_parquet(tmp_path / "u.parquet")
     with pytest.raises(ValueError, match="not booleans"):
-        select.read_subsets(tmp_path / "u.parquet")
+        subset.read(tmp_path / "u.parquet")
 
 
 def test_thinnest_is_the_least_kept_clusters_share_against_the_pools():
@@ -113,3 +116,14 @@ def test_thinnest_is_the_least_kept_clusters_share_against_the_pools():
     assert select.thinnest(clusters.index, clusters) == 1.0                       # the pool itself
     assert select.thinnest(["x0", "x1", "x6", "x9"], clusters) == pytest.approx(0.25 / 0.3)   # b: 1 of 4 vs 3 of 10
     assert select.thinnest(["x0", "x6"], clusters) == 0.0                         # c left out
+
+
+def test_the_select_stage_keeps_a_fraction_of_the_usable_rows_only():
+    ids = [f"m{i}" for i in range(10)]
+    scored = pd.DataFrame({"utility": np.arange(10.0), "shift": np.ones(10),
+                           "status": ["ok"] * 8 + ["nonfinite", "skipped:too_long"]}, index=pd.Index(ids, name="id"))
+    kept = subset.choose(scored, 0.5, Selection(selector="topk"))
+    assert kept == ["m7", "m6", "m5", "m4"]             # half of the 8 usable rows, the best utility first
+    again = subset.choose(scored, 0.5, Selection(selector_seed=3))
+    assert len(again) == 4 and not {"m8", "m9"} & set(again)
+    assert again == subset.choose(scored, 0.5, Selection(selector_seed=3))

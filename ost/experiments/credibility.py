@@ -20,7 +20,7 @@ import pandas as pd
 from ost import runs
 from ost.data import schema
 from ost.experiments import command, sft_grid
-from ost.method import select
+from ost.method import subset
 from ost.models import base
 from ost.report import analysis
 from ost.report.metrics import mean_ci
@@ -61,7 +61,7 @@ def rebuilt_base(config: dict, reference: dict, sft=None, threads: int = 2, prog
     member = pd.DataFrame(index=pd.Index(dd["pool"]["id"], name="id"))
     grid = {}
     if sft is not None and ((sft["subset"] == PAIRED_CELL[0]) & (sft["protocol"] == PAIRED_CELL[1])).any():
-        subsets = select.read_subsets(runs.need(config.get("run", "main"), "subsets.parquet"), dd["pool"]["id"])
+        subsets = subset.read(runs.need(config.get("run", "main"), "subsets.parquet"), dd["pool"]["id"])
         member, grid = subsets[[PAIRED_CELL[0]]], {PAIRED_CELL[1]: [PAIRED_CELL[0]]}
     log = paths.DATA / "runs" / config.get("run", "main") / f"credibility_{threads}threads.jsonl"
     log.parent.mkdir(parents=True, exist_ok=True)

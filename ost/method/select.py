@@ -154,15 +154,3 @@ def thinnest(ids, clusters: pd.Series) -> float:
 
 def subset_name(method: str, fraction: float) -> str:
     return f"{method}@{fraction:g}"
-
-
-def read_subsets(path, ids=None) -> pd.DataFrame:
-    """subsets.parquet (notebooks 03 and 04): one boolean column per subset over the pool's ids; with `ids`,
-    checked to list exactly those ids in that order (a subset table of another pool is refused)."""
-    member = pd.read_parquet(path)
-    not_bool = [c for c in member.columns if member[c].dtype != bool]
-    if not_bool:
-        raise ValueError(f"{path}: column(s) {not_bool} are not booleans: not a subset table")
-    if ids is not None and member.index.tolist() != list(ids):
-        raise ValueError(f"{path} does not list the pool's ids in order: rerun notebook 03 for this pool")
-    return member

@@ -11,7 +11,7 @@ import pandas as pd
 from ost import runs
 from ost.data import schema
 from ost.data.pool import TOXIC
-from ost.method import coverage
+from ost.method import coverage, subset
 from ost.report.analysis import load_runs
 
 
@@ -101,7 +101,7 @@ def _size(rho: dict) -> str:
 
 def subsets(run: str) -> list:
     labels = _labels(run)
-    member = pd.read_parquet(runs.need(run, "subsets.parquet"))
+    member = subset.read(runs.need(run, "subsets.parquet"))
     lines = [f"The pool: {_pct(labels['toxic'].mean())} toxic, difficulty {_mix(labels)}."]
     for name in sorted(c for c in member.columns if c.split("@")[0] in ("ost", "ost-topk")):
         chosen = labels.loc[member.index[member[name].to_numpy()]]
@@ -198,7 +198,7 @@ def _why(run: str, summary: dict) -> list:
     rows = pd.DataFrame(summary["rows"])
     fixed = rows[rows["protocol"] == "fixed_compute"].groupby("method")["accuracy"].mean()
     full = rows[rows["method"] == "full"]["accuracy"].mean()
-    member = pd.read_parquet(runs.need(run, "subsets.parquet"))
+    member = subset.read(runs.need(run, "subsets.parquet"))
     if "ost" not in fixed or "ost@0.2" not in member.columns:
         return []
     labels = _labels(run)
