@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 import screen_selectors as screen  # noqa: E402  (the same references, composition and target runs)
 
 from ost.data import pool as synth  # noqa: E402
-from ost.method import coverage, score, shift, warmup  # noqa: E402
-from ost.runs.settings import Warmup  # noqa: E402
+from ost.method import coverage, score, shift, subset, warmup  # noqa: E402
+from ost.runs.settings import Selection, Warmup  # noqa: E402
 
 FRACTION = 0.2
 
@@ -57,7 +57,7 @@ def subsets(dd, frame, seed) -> dict:
     out = {"full": refs["full"], "random": refs["random"], "clean-random": refs["oracle clean-random"]}
     for name in coverage.RULES:
         if name not in coverage.NEEDS_FEATURES:
-            out[name] = coverage.choose(frame, FRACTION, name, seed=seed)
+            out[name] = subset.choose(frame.set_index("id"), FRACTION, Selection(selector=name, selector_seed=seed))
     return out
 
 

@@ -217,8 +217,7 @@ def _why(run: str, summary: dict) -> list:
 
 def _dropped_clean(run: str, labels: pd.DataFrame) -> str:
     """Which clean samples the default filter drops: where the systematic noise sits, the clean items beside it."""
-    frame = pd.read_parquet(runs.need(run, "scores.parquet")).set_index("id")
-    frame = frame.join(pd.read_parquet(runs.need(run, "shift.parquet")).set_index("id")["shift"])
+    frame = subset.read_scored(runs.need(run, "scores.parquet"), runs.need(run, "shift.parquet"))
     harm = pd.Series(coverage.harm_rank(frame.reset_index()), index=frame.index)
     dropped = harm <= harm.quantile(coverage.FilterRandom().drop)
     clean = labels["noise"] == "clean"
