@@ -88,7 +88,7 @@ def score_stage(out, *, batch_size=32, part_size=256, max_length=None) -> dict:
                              overwrite=True)   # parts of an earlier warm-up or data are stale here; same ones resume
     ref = toxic.reference(model, tok, proc, dd["calibration"], dd["validation"], step=DEFAULT, warm_state=state,
                           batch_size=batch_size)
-    ref.rename_axis("id").reset_index().to_parquet(out / "calibration.parquet", index=False)
+    toxic.write_reference(ref, out / "calibration.parquet")
     return records.write(out, "score", settings, time.perf_counter() - start,
                          status=frame["status"].value_counts().to_dict(),
                          paths=score.read_manifest(out / "scores.parquet")["paths"])   # how it was scored (ghost
@@ -108,7 +108,7 @@ def shift_stage(out) -> dict:
     status = score.read_scores(out / "scores.parquet").set_index("id")["status"]
     start = time.perf_counter()
     frame = shift.validation_shift(model, tok, proc, dd["pool"], dd["validation"], statuses=status, progress=True)
-    frame.reset_index().to_parquet(out / "shift.parquet", index=False)
+    shift.write(frame, out / "shift.parquet")
     return records.write(out, "shift", settings, time.perf_counter() - start, negative=int((frame["shift"] < 0).sum()))
 
 
@@ -145,7 +145,7 @@ def select_stage(out, *, fraction=0.2, selection: Selection = Selection(), flag:
                  meta=dict(fraction=fraction, **selection.as_dict()))
     source = Path(records.settings_of(out, "prepare")["data"])
     runs.replace_text(out / "selected.json", json.dumps(_selected_records(source, set(kept), out), indent=1))
-    ref = pd.read_parquet(out / "calibration.parquet").set_index("id")
+    ref = toxic.read_reference(out / "calibration.parquet")
     flags = toxic.flag(ok, ref, flag)
     listed = ok[["utility", "loss"]].assign(shift=ok.get("shift", np.nan)).join(flags[["p", "rank", "signal"]])
     listed["reason"] = _reasons(listed, flag)

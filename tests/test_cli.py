@@ -11,7 +11,7 @@ from conftest import TINY
 
 from ost import cli
 from ost.data import loaders
-from ost.method import coverage, prepare, score, subset
+from ost.method import coverage, prepare, score, shift, subset
 from ost.method import toxic as tox
 from ost.method.prepare import Prepare
 from ost.models import presets
@@ -46,12 +46,12 @@ def test_one_command_writes_every_output(mine, capsys):
     assert len(kept) == 12 and set(kept["id"]) <= set(frame["id"])
     toxic = pd.read_csv(out / "toxic.csv")
     assert list(toxic.columns) == ["id", "utility", "loss", "shift", "p", "rank", "signal", "reason"]
-    ref = pd.read_parquet(out / "calibration.parquet").set_index("id")
+    ref = tox.read_reference(out / "calibration.parquet")
     assert len(ref) == 20 and not set(ref.index) & set(frame["id"])
     flags = tox.flag(frame.set_index("id")[["utility", "loss"]], ref, tox.Flag(q=0.3))
     assert sorted(toxic["id"]) == sorted(flags.index[flags["flag"]]) and len(toxic)    # exactly the flagged ids
     assert toxic["rank"].is_monotonic_increasing and (toxic["p"] <= report["toxic"]["threshold_p"]).all()
-    shifts = pd.read_parquet(out / "shift.parquet").set_index("id")["shift"]
+    shifts = shift.read(out / "shift.parquet")["shift"]
     assert shifts.notna().all() and np.allclose(toxic["shift"], shifts.loc[toxic["id"]], rtol=1e-12, atol=0)
     harm = frame.join(shifts, on="id").assign(harm=lambda f: coverage.harm_rank(f)).sort_values(["harm", "id"])
     worst = set(harm["id"][:round(0.4 * 48)])

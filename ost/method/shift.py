@@ -46,3 +46,13 @@ def validation_shift(model, tokenizer, processor, pool, validation, regime: SFT 
     out.loc[out.index[ok], "loss_after"] = after
     out["shift"] = out["loss"] - out["loss_after"]
     return out
+
+
+def write(frame: pd.DataFrame, path) -> None:
+    """shift.parquet: `validation_shift`'s frame, its ids a column (`read` gives them back as the index)."""
+    frame.rename_axis("id").reset_index().to_parquet(path, index=False)
+
+
+def read(path) -> pd.DataFrame:
+    """shift.parquet as `validation_shift` returned it (index = id; loss, loss_after, shift)."""
+    return pd.read_parquet(path).set_index("id")

@@ -12,6 +12,7 @@ import pandas as pd
 
 from ost import runs
 from ost.method import coverage, score, select
+from ost.method import shift as shift_stage
 from ost.runs.settings import Selection
 
 
@@ -20,7 +21,7 @@ def read_scored(scores, shift=None) -> pd.DataFrame:
     manifest, and with `shift` (a shift.parquet) each row's validation shift."""
     frame = score.read_scores(scores).set_index("id")
     if shift is not None:
-        frame = frame.join(pd.read_parquet(shift).set_index("id")[["shift"]])
+        frame = frame.join(shift_stage.read(shift)[["shift"]])
     return frame
 
 

@@ -79,6 +79,16 @@ def reference(model, tokenizer, processor, calibration, validation, *, step: Ste
                                warm_state=warm_state, batch_size=batch_size, with_loss=True)
 
 
+def write_reference(ref: pd.DataFrame, path) -> None:
+    """calibration.parquet: `reference`'s frame, its ids a column (`read_reference` gives them back as the index)."""
+    ref.rename_axis("id").reset_index().to_parquet(path, index=False)
+
+
+def read_reference(path) -> pd.DataFrame:
+    """calibration.parquet as `reference` returned it (index = id; utility, loss): what `flag` compares with."""
+    return pd.read_parquet(path).set_index("id")
+
+
 def _p_values(values: np.ndarray, reference: np.ndarray, low_is_toxic: bool, leave_out: bool) -> np.ndarray:
     """Conformal p-values: (1 + #reference at least as extreme) / (n + 1); `leave_out` for the reference itself."""
     ref = np.sort(reference if low_is_toxic else -reference)
