@@ -42,6 +42,7 @@ def _measure(mode: str, width: tuple, samples: int, batch: int) -> dict:
 
     from ost.data import schema
     from ost.method import one_step, per_sample
+    from ost.method.step import DEFAULT
     from ost.models import base, collate, presets, train
 
     warnings.filterwarnings("ignore")
@@ -70,9 +71,8 @@ def _measure(mode: str, width: tuple, samples: int, batch: int) -> dict:
                 model.zero_grad()
                 collate.per_sample_loss(model, b).mean().backward()
         else:       # the default step's cost (an SGD direction here: a fresh model has no warm-up state to continue)
-            path = one_step.utilities(model, rows, val, collate.per_sample_loss, lr=1e-3, method="first_order",
-                                      optimizer="sgd", normalize=True, unit_val=True, val_grad=gval,
-                                      backend=mode).path
+            sgd = DEFAULT.with_(optimizer="sgd", lr=1e-3)      # normalised, both sides at unit length
+            path = one_step.utilities(model, rows, val, collate.per_sample_loss, sgd, val_grad=gval, backend=mode).path
         seconds = time.perf_counter() - start
         pass_mib = status_mb("VmHWM") - resident
     return {**out, "seconds": seconds, "pass_mib": pass_mib, "resident_mib": resident, "path": path}
