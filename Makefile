@@ -37,9 +37,9 @@ $(VENV)/.installed: environment.yml pyproject.toml
 
 venv: $(VENV)/.installed ## build .venv from the pins in environment.yml (pip; no conda needed)
 
-package-check: ## pip install . into a fresh venv against environment.yml's pins, then run the `ost` command (~1 min)
+package-check: venv ## pip install . into a fresh venv against environment.yml's pins, then run the `ost` command (~1 min)
 	rm -rf build/package-check && $(PYTHON) -m venv build/package-check
-	sed -n 's/^ *- \([A-Za-z0-9_.-]*==[^ #]*\).*/\1/p' environment.yml > build/package-check/pins.txt
+	cat $(VENV)/requirements.txt $(VENV)/requirements-no-deps.txt > build/package-check/pins.txt   # the venv's pins
 	build/package-check/bin/pip install -q --no-compile -c build/package-check/pins.txt . 2>&1 | grep -v "^WARNING: Location" || true
 	cd build && package-check/bin/ost --help | grep -q "prepare,warmup,score,select" && \
 	  package-check/bin/python -c "import ost, torch, transformers; print('ost', ost.__version__ if hasattr(ost, '__version__') else '', 'installed alone: torch', torch.__version__, 'transformers', transformers.__version__)"

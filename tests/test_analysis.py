@@ -137,11 +137,11 @@ def test_load_runs_keeps_the_latest_settings(tmp_path):
             dict(subset="full", protocol="same_epochs", seed=0, accuracy=0.2, settings=new),
             dict(subset="ost@0.2", protocol="same_epochs", seed=0, accuracy=0.3, settings=new)]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    frame = sft_grid.load_runs(path)
+    frame = analysis.load_runs(path)
     assert frame["accuracy"].tolist() == [0.2, 0.3]
     path.write_text("")
     with pytest.raises(ValueError, match="no runs"):
-        sft_grid.load_runs(path)
+        analysis.load_runs(path)
 
 
 def test_selection_seconds_charge_the_warmup_to_every_proxy_scorer():

@@ -5,6 +5,7 @@ import torch
 from conftest import saved_tiny
 
 from ost.experiments import sft_grid
+from ost.report import analysis
 from ost.runs.settings import SFT
 
 
@@ -37,7 +38,7 @@ def test_workers_give_the_serial_rows_and_resume(setup):
     assert again == parallel
     assert len((root / "parallel.jsonl").read_text().splitlines()) == len(planned)
     sft_grid.write_runs(again, root / "table.jsonl")
-    assert sft_grid.load_runs(root / "table.jsonl").to_dict("records") == again
+    assert analysis.load_runs(root / "table.jsonl").to_dict("records") == again
 
 
 def test_a_logged_run_is_reused_only_for_the_same_ids(setup):

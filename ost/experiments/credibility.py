@@ -82,7 +82,7 @@ def rebuilt_base(config: dict, reference: dict, sft=None, threads: int = 2, prog
 
 
 def report(run: str, config: dict, rebuild: bool = True, progress: bool = True) -> dict:
-    sft = sft_grid.load_runs(runs.need(run, "sft_runs.jsonl"))
+    sft = analysis.load_runs(runs.need(run, "sft_runs.jsonl"))
     checks = from_runs(sft)
     out = {"goals": GOALS, "seeds": sorted(int(s) for s in sft["seed"].unique()), **checks}
     if rebuild:

@@ -23,7 +23,6 @@ import torch
 from ost import runs
 from ost.data import pool
 from ost.models import base, train
-from ost.report.analysis import load_runs  # noqa: F401  (read by name: sft_grid.load_runs)
 from ost.runs.settings import SFT
 
 PROTOCOLS = ("same_epochs", "fixed_compute")

@@ -37,8 +37,6 @@ def point(dd, score_rows, *, proxy, fraction, epochs, lr, step_lr, seed, threads
     warm_up = Warmup(proxy=proxy, warmup_fraction=fraction, warmup_epochs=epochs, warmup_lr=lr, warmup_seed=seed)
     warmed = warmup.warm_up(dd, warm_up)
     model, tok, proc, log = warmed.model, warmed.tokenizer, warmed.processor, warmed.log
-    where = {i: n for n, i in enumerate(dd["pool"]["id"])}
-    rows = [where[i] for i in warmed.warm_ids]                          # the slice it warmed on, for the report
     ev = train.evaluate(model, tok, proc, dd["validation"])
     samples = dd["pool"].select(score_rows)
     step = DEFAULT.with_(lr=step_lr)
@@ -49,13 +47,13 @@ def point(dd, score_rows, *, proxy, fraction, epochs, lr, step_lr, seed, threads
     noise = np.asarray(samples["noise"])
     toxic = np.isin(noise, list(pool.TOXIC))
     flagged = frame["utility"].to_numpy() < 0
-    return {"fraction": fraction, "epochs": epochs, "n_warm": len(rows), "steps": log["steps"],
+    return {"fraction": fraction, "epochs": epochs, "n_warm": len(warmed.warm_ids), "steps": log["steps"],
             "warm_seconds": log["train_seconds"], "score_seconds": score_seconds,
             "val_accuracy": ev["accuracy"], "val_loss": ev["loss"], "val_per_task": ev["per_task"],
             "auroc_ost": metrics.toxic_auroc(frame["utility"].to_numpy(), noise),
             "auroc_loss": metrics.toxic_auroc(-frame["loss"].to_numpy(), noise),
             "flagged_toxic": float(flagged[toxic].mean()), "flagged_clean": float(flagged[noise == "clean"].mean()),
-            "scored_in_warmup": int(np.isin(score_rows, rows).sum())}
+            "scored_in_warmup": int(np.isin(samples["id"], warmed.warm_ids).sum())}
 
 
 def measure(dd, *, proxy, fractions, epochs, lr, step_lr, n_score, seed, workers, progress=True) -> dict:

@@ -106,7 +106,6 @@ def dots_and_norms(model, batch, loss_fn, params, d=None, sketch=None) -> tuple:
     shared = {}                                        # parameter index → per-sample gradients (n, *shape)
 
     def consume(m, x, g, segments):                    # one layer call, as the backward pass reaches it
-        nonlocal dots, sq
         for name, p in owners[m]:
             k = index[id(p)]
             if fed[id(p)] > 1:
@@ -123,13 +122,13 @@ def dots_and_norms(model, batch, loss_fn, params, d=None, sketch=None) -> tuple:
                 dk, sk = _small(per_sample._sum_rows(g, n, segments), d[k], *sk_args)
             else:
                 dk, sk = _small(per_sample._layer_grads(m, x, g, n, segments)[name], d[k], *sk_args)
-            dots, sq = dots + dk, sq + sk
+            dots.add_(dk), sq.add_(sk)
 
     per_sample.backward_calls(losses, seen, hooks, consume)
     del seen
     for k, gk in shared.items():
         dk, sk = _small(gk, d[k], sketch, k, feats)
-        dots, sq = dots + dk, sq + sk
+        dots.add_(dk), sq.add_(sk)
     norms = sq.sqrt()
     if sketch is None:
         return losses.double(), dots, norms
