@@ -36,7 +36,7 @@ def test_a_reproduce_that_reused_logged_runs_does_not_count_for_d(tmp_path, monk
 
     from ost.runs import paths
     monkeypatch.setattr(paths, "RESULTS", tmp_path)
-    monkeypatch.setattr(credibility.sft_grid, "load_runs", lambda path: _runs([0.66, 0.67, 0.665], [0.80, 0.78, 0.79]))
+    monkeypatch.setattr(credibility.analysis, "load_runs", lambda path: _runs([0.66, 0.67, 0.665], [0.80, 0.78, 0.79]))
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "sft_runs.jsonl").write_text("")
     for logged, holds in ((0, True), (12, None)):
